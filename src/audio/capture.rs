@@ -1,0 +1,1 @@
+//! (skeleton; the audio helper fills this)

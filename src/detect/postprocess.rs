@@ -1,0 +1,552 @@
+//! Per-class post-processing: median filter, hysteresis, min duration, merge, hangover.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::Event;
+
+/// Post-processing of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassParams {
+    /// Whether events of this class are reported at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// An event starts when the (smoothed) score is ≥ `on`.
+    pub on: f32,
+    /// An active event ends when the score falls below `off` (≤ `on`).
+    pub off: f32,
+    /// Median filter length in frames (odd; 1 = off).
+    pub median_frames: usize,
+    /// Events shorter than this (seconds) are discarded.
+    pub min_duration_s: f32,
+    /// Gaps shorter than this (seconds) between two events are bridged.
+    pub merge_gap_s: f32,
+    /// Seconds an event is extended past the last frame above `off`.
+    pub hangover_s: f32,
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+/// Partial override of [`ClassParams`] for one class (model file or user config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassOverride {
+    /// See [`ClassParams::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`ClassParams::on`].
+    pub on: Option<f32>,
+    /// See [`ClassParams::off`].
+    pub off: Option<f32>,
+    /// See [`ClassParams::median_frames`].
+    pub median_frames: Option<usize>,
+    /// See [`ClassParams::min_duration_s`].
+    pub min_duration_s: Option<f32>,
+    /// See [`ClassParams::merge_gap_s`].
+    pub merge_gap_s: Option<f32>,
+    /// See [`ClassParams::hangover_s`].
+    pub hangover_s: Option<f32>,
+}
+
+/// Post-processing of every class: defaults plus per-class overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostprocessConfig {
+    /// Parameters of classes without an override.
+    pub default: ClassParams,
+    /// Overrides by class label.
+    #[serde(default)]
+    pub per_class: BTreeMap<String, ClassOverride>,
+}
+
+impl Default for ClassParams {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            on: 0.5,
+            off: 0.3,
+            median_frames: 5,
+            min_duration_s: 0.1,
+            merge_gap_s: 0.2,
+            hangover_s: 0.0,
+        }
+    }
+}
+
+impl Default for PostprocessConfig {
+    fn default() -> Self {
+        Self {
+            default: ClassParams::default(),
+            per_class: BTreeMap::new(),
+        }
+    }
+}
+
+/// Errors of post-processing settings.
+#[derive(Debug, thiserror::Error)]
+pub enum PostprocessError {
+    /// A per-class override names a label the model does not have.
+    #[error("post-processing override for unknown label `{label}`; the model's labels are: {known}")]
+    UnknownLabel {
+        /// The label given.
+        label: String,
+        /// The model's labels, comma-separated.
+        known: String,
+    },
+    /// A parameter is out of range.
+    #[error("post-processing of `{label}`: `{field}` = {value}: expected {expected}")]
+    Invalid {
+        /// The class (or `default`).
+        label: String,
+        /// The parameter.
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+}
+
+impl ClassOverride {
+    /// `base` with every field this override sets replaced.
+    pub fn apply(&self, base: ClassParams) -> ClassParams {
+        ClassParams {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            on: self.on.unwrap_or(base.on),
+            off: self.off.unwrap_or(base.off),
+            median_frames: self.median_frames.unwrap_or(base.median_frames),
+            min_duration_s: self.min_duration_s.unwrap_or(base.min_duration_s),
+            merge_gap_s: self.merge_gap_s.unwrap_or(base.merge_gap_s),
+            hangover_s: self.hangover_s.unwrap_or(base.hangover_s),
+        }
+    }
+
+    /// Fills unset fields from `other` (this override wins where both are set).
+    pub fn or(&self, other: &ClassOverride) -> ClassOverride {
+        ClassOverride {
+            enabled: self.enabled.or(other.enabled),
+            on: self.on.or(other.on),
+            off: self.off.or(other.off),
+            median_frames: self.median_frames.or(other.median_frames),
+            min_duration_s: self.min_duration_s.or(other.min_duration_s),
+            merge_gap_s: self.merge_gap_s.or(other.merge_gap_s),
+            hangover_s: self.hangover_s.or(other.hangover_s),
+        }
+    }
+}
+
+impl ClassParams {
+    /// Checks ranges; `label` names the class in the error.
+    pub fn validate(&self, label: &str) -> Result<(), PostprocessError> {
+        let bad = |field: &'static str, value: String, expected: &'static str| {
+            Err(PostprocessError::Invalid {
+                label: label.to_string(),
+                field,
+                value,
+                expected,
+            })
+        };
+        if !(self.on.is_finite() && self.on > 0.0 && self.on <= 1.0) {
+            return bad("on", self.on.to_string(), "a score in (0, 1]");
+        }
+        if !(self.off.is_finite() && self.off > 0.0 && self.off <= self.on) {
+            return bad("off", self.off.to_string(), "a score in (0, on]");
+        }
+        if self.median_frames == 0 || self.median_frames % 2 == 0 || self.median_frames > 501 {
+            return bad(
+                "median_frames",
+                self.median_frames.to_string(),
+                "an odd number of frames 1..=501 (1 = no median filter)",
+            );
+        }
+        for (field, v) in [
+            ("min_duration_s", self.min_duration_s),
+            ("merge_gap_s", self.merge_gap_s),
+            ("hangover_s", self.hangover_s),
+        ] {
+            if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+                return bad(field, v.to_string(), "seconds in 0..=3600");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PostprocessConfig {
+    /// Resolves the parameters of every class of `labels`, in order, validating each.
+    /// An override for a label not in `labels` is an error that lists the labels.
+    pub fn resolve(&self, labels: &[String]) -> Result<Vec<ClassParams>, PostprocessError> {
+        self.default.validate("default")?;
+        if let Some(unknown) = self.per_class.keys().find(|k| !labels.contains(k)) {
+            return Err(PostprocessError::UnknownLabel {
+                label: unknown.clone(),
+                known: labels.join(", "),
+            });
+        }
+        labels
+            .iter()
+            .map(|l| {
+                let p = self
+                    .per_class
+                    .get(l)
+                    .map_or(self.default, |o| o.apply(self.default));
+                p.validate(l)?;
+                Ok(p)
+            })
+            .collect()
+    }
+}
+
+/// Per-class parameters converted to whole frames.
+#[derive(Debug, Clone, Copy)]
+struct FrameParams {
+    enabled: bool,
+    on: f32,
+    off: f32,
+    median: usize,
+    min_frames: u64,
+    gap_frames: u64,
+    hang_frames: u64,
+}
+
+impl FrameParams {
+    fn new(p: &ClassParams, frame_rate: f64) -> Self {
+        let frames = |s: f32| (f64::from(s) * frame_rate).round() as u64;
+        Self {
+            enabled: p.enabled,
+            on: p.on,
+            off: p.off,
+            median: p.median_frames,
+            min_frames: frames(p.min_duration_s).max(1),
+            gap_frames: frames(p.merge_gap_s),
+            hang_frames: frames(p.hangover_s),
+        }
+    }
+}
+
+/// Where one class's event state machine is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// No event.
+    Idle,
+    /// The smoothed score is ≥ `off` (after having reached `on`).
+    Active,
+    /// The score fell below `off` at frame `end`; the event ends at `end + hangover`
+    /// unless it restarts before `end + hangover + merge_gap`.
+    Ending { end: u64 },
+}
+
+/// The event a class is tracking.
+#[derive(Debug, Clone)]
+struct Track {
+    phase: Phase,
+    /// First frame of the event.
+    onset: u64,
+    /// Smoothed score at the onset frame.
+    onset_score: f32,
+    /// Whether `start` was emitted (the event is long enough).
+    started: bool,
+    /// Id given to the event when `start` was emitted.
+    id: String,
+    peak: f32,
+    sum: f64,
+    count: u64,
+}
+
+/// Streaming centred median filter with edge replication.
+#[derive(Debug, Clone)]
+struct Median {
+    /// Filter length (odd).
+    k: usize,
+    /// The last `k` inputs, oldest first. Capacity `k`: never reallocates.
+    window: std::collections::VecDeque<f32>,
+    /// Scratch for selecting the median; capacity `k`.
+    scratch: Vec<f32>,
+    /// Last input seen (replicated at the end of the stream).
+    last: f32,
+    /// Whether any input was seen since the last reset.
+    primed: bool,
+}
+
+impl Median {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            window: std::collections::VecDeque::with_capacity(k),
+            scratch: Vec::with_capacity(k),
+            last: 0.0,
+            primed: false,
+        }
+    }
+
+    /// Pushes one input; returns the smoothed value of the frame `(k-1)/2` back, if any.
+    fn push(&mut self, x: f32) -> Option<f32> {
+        if self.k == 1 {
+            return Some(x);
+        }
+        if !self.primed {
+            self.primed = true;
+            for _ in 0..self.k / 2 {
+                self.window.push_back(x);
+            }
+        }
+        self.last = x;
+        self.window.push_back(x);
+        if self.window.len() < self.k {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.window.iter().copied());
+        let mid = self.k / 2;
+        let (_, m, _) = self.scratch.select_nth_unstable_by(mid, f32::total_cmp);
+        let m = *m;
+        self.window.pop_front();
+        Some(m)
+    }
+
+    /// Number of inputs whose smoothed values are still held back.
+    fn pending(&self) -> usize {
+        if self.k == 1 || !self.primed {
+            0
+        } else {
+            self.window.len() - self.k / 2
+        }
+    }
+
+    fn reset(&mut self) {
+        self.window.clear();
+        self.primed = false;
+    }
+}
+
+/// Turns finalised frame scores of every class into `start`/`stop` events.
+///
+/// Per class: optional centred median filter (delay `(k-1)/2` frames), hysteresis
+/// (start at ≥ `on`, end below `off`), hangover, merging of short gaps, and a minimum
+/// duration. A `start` is emitted once the event is certain to last `min_duration`
+/// (its `t` is still the true onset); a `stop` once no later frame can extend it.
+/// Every emitted `start` gets exactly one `stop`, at the latest from [`Detector::finish`].
+#[derive(Debug)]
+pub struct Detector {
+    labels: Vec<String>,
+    params: Vec<FrameParams>,
+    medians: Vec<Median>,
+    tracks: Vec<Track>,
+    frame_rate: f64,
+    stream_id: String,
+    next_seq: u64,
+    /// Index of the next raw frame to be pushed.
+    next_frame: u64,
+    /// Index of the next smoothed frame to reach the state machines (per class the
+    /// median delay differs, so each class counts its own).
+    smoothed_next: Vec<u64>,
+}
+
+impl Detector {
+    /// A detector for `labels` with resolved per-class `params`, at `frame_rate`
+    /// frames per second. Event ids are `<stream_id>-<seq>`.
+    pub fn new(
+        labels: Vec<String>,
+        params: Vec<ClassParams>,
+        frame_rate: f64,
+        stream_id: String,
+    ) -> Self {
+        let fp: Vec<FrameParams> = params
+            .iter()
+            .map(|p| FrameParams::new(p, frame_rate))
+            .collect();
+        let n = labels.len();
+        Self {
+            medians: fp.iter().map(|p| Median::new(p.median)).collect(),
+            params: fp,
+            tracks: (0..n)
+                .map(|_| Track {
+                    phase: Phase::Idle,
+                    onset: 0,
+                    onset_score: 0.0,
+                    started: false,
+                    id: String::new(),
+                    peak: 0.0,
+                    sum: 0.0,
+                    count: 0,
+                })
+                .collect(),
+            labels,
+            frame_rate,
+            stream_id,
+            next_seq: 0,
+            next_frame: 0,
+            smoothed_next: vec![0; n],
+        }
+    }
+
+    /// The class labels, in score order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Index of the next frame [`Detector::push_frame`] expects.
+    pub fn next_frame(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// Number of events whose `start` was emitted and whose `stop` was not yet.
+    pub fn open_events(&self) -> usize {
+        self.tracks
+            .iter()
+            .filter(|t| t.started && !matches!(t.phase, Phase::Idle))
+            .count()
+    }
+
+    /// Feeds the finalised scores of the next frame (one per class) and appends the
+    /// events this frame completes to `out`.
+    pub fn push_frame(&mut self, scores: &[f32], out: &mut Vec<Event>) {
+        for c in 0..self.labels.len() {
+            if !self.params[c].enabled {
+                continue;
+            }
+            let s = scores.get(c).copied().unwrap_or(0.0);
+            if let Some(m) = self.medians[c].push(s) {
+                let j = self.smoothed_next[c];
+                self.smoothed_next[c] += 1;
+                self.step(c, j, m, out);
+            }
+        }
+        self.next_frame += 1;
+    }
+
+    /// End of the stream (or of a continuous stretch of it): flushes the median
+    /// filters and closes every open event at the last frame. Afterwards the
+    /// detector continues at the same frame index with fresh state.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let end = self.next_frame;
+        for c in 0..self.labels.len() {
+            if self.params[c].enabled {
+                let last = self.medians[c].last;
+                for _ in 0..self.medians[c].pending() {
+                    if let Some(m) = self.medians[c].push(last) {
+                        let j = self.smoothed_next[c];
+                        self.smoothed_next[c] += 1;
+                        self.step(c, j, m, out);
+                    }
+                }
+            }
+            self.medians[c].reset();
+            self.smoothed_next[c] = end;
+            self.close(c, end, out);
+        }
+    }
+
+    /// Skips `n` frames that will never arrive (e.g. shed under load): closes open
+    /// events at the current frame, then continues at `next_frame + n`.
+    pub fn skip_frames(&mut self, n: u64, out: &mut Vec<Event>) {
+        self.finish(out);
+        self.next_frame += n;
+        for s in &mut self.smoothed_next {
+            *s = self.next_frame;
+        }
+    }
+
+    fn t(&self, frame: u64) -> f64 {
+        frame as f64 / self.frame_rate
+    }
+
+    /// Ends class `c`'s event (if any) at `stream_end` at the latest.
+    fn close(&mut self, c: usize, stream_end: u64, out: &mut Vec<Event>) {
+        let p = self.params[c];
+        let end = match self.tracks[c].phase {
+            Phase::Idle => return,
+            Phase::Active => stream_end,
+            Phase::Ending { end } => (end + p.hang_frames).min(stream_end),
+        };
+        self.emit_stop(c, end, out);
+    }
+
+    fn emit_stop(&mut self, c: usize, end: u64, out: &mut Vec<Event>) {
+        let t_start = self.t(self.tracks[c].onset);
+        let t_end = self.t(end);
+        let tr = &mut self.tracks[c];
+        tr.phase = Phase::Idle;
+        if tr.started {
+            tr.started = false;
+            out.push(Event::Stop {
+                id: std::mem::take(&mut tr.id),
+                label: self.labels[c].clone(),
+                class: c,
+                t_start,
+                t_end,
+                peak: tr.peak,
+                mean: if tr.count > 0 {
+                    (tr.sum / tr.count as f64) as f32
+                } else {
+                    0.0
+                },
+            });
+        }
+    }
+
+    /// Advances class `c`'s state machine by smoothed frame `j` with score `m`.
+    fn step(&mut self, c: usize, j: u64, m: f32, out: &mut Vec<Event>) {
+        let p = self.params[c];
+        if let Phase::Ending { end } = self.tracks[c].phase {
+            if j >= end + p.hang_frames + p.gap_frames {
+                let stop_at = end + p.hang_frames;
+                self.emit_stop(c, stop_at, out);
+            }
+        }
+        let tr = &mut self.tracks[c];
+        match tr.phase {
+            Phase::Idle => {
+                if m >= p.on {
+                    *tr = Track {
+                        phase: Phase::Active,
+                        onset: j,
+                        onset_score: m,
+                        started: false,
+                        id: String::new(),
+                        peak: m,
+                        sum: f64::from(m),
+                        count: 1,
+                    };
+                }
+            }
+            Phase::Active => {
+                if m >= p.off {
+                    tr.peak = tr.peak.max(m);
+                    tr.sum += f64::from(m);
+                    tr.count += 1;
+                } else {
+                    tr.phase = Phase::Ending { end: j };
+                }
+            }
+            Phase::Ending { .. } => {
+                if m >= p.on {
+                    tr.phase = Phase::Active;
+                    tr.peak = tr.peak.max(m);
+                    tr.sum += f64::from(m);
+                    tr.count += 1;
+                }
+            }
+        }
+        let certain = match tr.phase {
+            Phase::Idle => return,
+            Phase::Active => j + 1 - tr.onset,
+            Phase::Ending { end } => end + p.hang_frames - tr.onset,
+        };
+        if !tr.started && certain >= p.min_frames {
+            tr.started = true;
+            tr.id = format!("{}-{}", self.stream_id, self.next_seq);
+            self.next_seq += 1;
+            out.push(Event::Start {
+                id: tr.id.clone(),
+                label: self.labels[c].clone(),
+                class: c,
+                t: tr.onset as f64 / self.frame_rate,
+                score: tr.onset_score,
+            });
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Sliding-window inference with overlap-averaged, finalised frame scores.
+
+use serde::{Deserialize, Serialize};
+
+/// Window geometry for streaming inference, stored in the model file (`streaming`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Frames per model call (W).
+    pub window_frames: usize,
+    /// Frames between the starts of consecutive windows (H ≤ W).
+    pub hop_frames: usize,
+}
+
+use std::collections::VecDeque;
+
+use crate::model::{ModelError, Scorer};
+
+impl StreamingConfig {
+    /// Checks `0 < hop ≤ window`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_frames == 0 {
+            return Err("streaming.window_frames must be ≥ 1".into());
+        }
+        if self.hop_frames == 0 || self.hop_frames > self.window_frames {
+            return Err(format!(
+                "streaming.hop_frames = {} must be in 1..=window_frames ({})",
+                self.hop_frames, self.window_frames
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a [`Scorer`] on a sliding window over a stream of log-mel frames and emits
+/// each frame's score once no later window can change it.
+///
+/// Window `k` covers frames `[k·H, k·H + W)`. A frame's score is the mean over the
+/// windows that cover it. Frames before the start of the next window are final.
+/// At the end of the stream one more window covers the last `W` frames (or all
+/// frames, if fewer), so the tail is scored too. Feeding frames in any chunking
+/// gives the same windows, hence the same scores, as feeding them all at once.
+///
+/// Memory is bounded: at most `W + chunk` frames and `W` accumulators are held.
+pub struct StreamingRunner {
+    scorer: Box<dyn Scorer>,
+    window: usize,
+    hop: usize,
+    n_mels: usize,
+    n_classes: usize,
+    /// Frames not yet dropped, row-major; `buf_start` is the index of the first.
+    buf: VecDeque<f32>,
+    buf_start: u64,
+    /// Total frames received since the stream (re)started.
+    received: u64,
+    /// Start of the next window to run.
+    next_window: u64,
+    /// Frames finalised (emitted) so far; accumulators start at this index.
+    finalised: u64,
+    /// Score sums and window counts of the frames `finalised..`.
+    sums: VecDeque<f32>,
+    counts: VecDeque<u32>,
+    /// Scratch: the window's frames, contiguous; the scorer's output.
+    win_scratch: Vec<f32>,
+    out_scratch: Vec<f32>,
+    /// Windows scored since creation.
+    windows_run: u64,
+}
+
+impl StreamingRunner {
+    /// A runner over `scorer` with the given window geometry.
+    pub fn new(scorer: Box<dyn Scorer>, cfg: StreamingConfig) -> Result<Self, ModelError> {
+        cfg.validate().map_err(ModelError::Input)?;
+        let n_mels = scorer.n_mels();
+        let n_classes = scorer.n_classes();
+        let w = cfg.window_frames.max(scorer.min_frames());
+        Ok(Self {
+            scorer,
+            window: w,
+            hop: cfg.hop_frames.min(w),
+            n_mels,
+            n_classes,
+            buf: VecDeque::with_capacity(2 * w * n_mels),
+            buf_start: 0,
+            received: 0,
+            next_window: 0,
+            finalised: 0,
+            sums: VecDeque::with_capacity(2 * w * n_classes),
+            counts: VecDeque::with_capacity(2 * w),
+            win_scratch: Vec::with_capacity(w * n_mels),
+            out_scratch: Vec::with_capacity(w * n_classes),
+            windows_run: 0,
+        })
+    }
+
+    /// Number of classes per output frame.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    /// Number of mel bands per input frame.
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
+    /// Windows scored so far.
+    pub fn windows_run(&self) -> u64 {
+        self.windows_run
+    }
+
+    /// Frames finalised since the stream (re)started.
+    pub fn frames_finalised(&self) -> u64 {
+        self.finalised
+    }
+
+    /// Feeds `frames` (row-major, `n_mels` each) and appends the scores of every frame
+    /// that became final to `out` (`n_classes` each). Returns the number of frames
+    /// appended.
+    pub fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) -> Result<usize, ModelError> {
+        if frames.len() % self.n_mels != 0 {
+            return Err(ModelError::Input(format!(
+                "{} values is not a whole number of {}-band frames",
+                frames.len(),
+                self.n_mels
+            )));
+        }
+        self.buf.extend(frames.iter().copied());
+        self.received += (frames.len() / self.n_mels) as u64;
+        let mut emitted = 0;
+        while self.next_window + self.window as u64 <= self.received {
+            let start = self.next_window;
+            self.run_window(start, self.window)?;
+            self.next_window += self.hop as u64;
+            emitted += self.emit_until(self.next_window, out);
+            self.trim();
+        }
+        Ok(emitted)
+    }
+
+    /// End of the stream: scores the tail, emits every remaining frame, and resets
+    /// for a new stream. Returns the number of frames appended.
+    pub fn finish(&mut self, out: &mut Vec<f32>) -> Result<usize, ModelError> {
+        let n = self.received;
+        if n > self.finalised {
+            let last_end = if self.windows_run_in_stream() {
+                self.next_window - self.hop as u64 + self.window as u64
+            } else {
+                0
+            };
+            if n > last_end {
+                let len = (n as usize).min(self.window);
+                self.run_window(n - len as u64, len)?;
+            }
+        }
+        let emitted = self.emit_until(n, out);
+        self.reset();
+        Ok(emitted)
+    }
+
+    /// Forgets the stream (buffered frames and partial scores) without emitting.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.buf_start = 0;
+        self.received = 0;
+        self.next_window = 0;
+        self.finalised = 0;
+        self.sums.clear();
+        self.counts.clear();
+    }
+
+    fn windows_run_in_stream(&self) -> bool {
+        self.next_window > 0
+    }
+
+    /// Scores frames `[start, start+len)` and adds the scores to the accumulators of
+    /// the frames not yet final. Inputs shorter than the scorer's minimum are padded
+    /// by repeating the last frame.
+    fn run_window(&mut self, start: u64, len: usize) -> Result<(), ModelError> {
+        let nm = self.n_mels;
+        let nc = self.n_classes;
+        let off = (start - self.buf_start) as usize * nm;
+        self.win_scratch.clear();
+        self.win_scratch
+            .extend(self.buf.range(off..off + len * nm).copied());
+        let padded = len.max(self.scorer.min_frames());
+        for _ in len..padded {
+            let last = self.win_scratch.len() - nm;
+            self.win_scratch.extend_from_within(last..last + nm);
+        }
+        self.scorer
+            .score(&self.win_scratch, padded, &mut self.out_scratch)?;
+        if self.out_scratch.len() != padded * nc {
+            return Err(ModelError::Input(format!(
+                "scorer returned {} values for {padded} frames × {nc} classes",
+                self.out_scratch.len()
+            )));
+        }
+        self.windows_run += 1;
+        let end = start + len as u64;
+        // Grow the accumulators to cover the window.
+        let have = self.finalised + self.counts.len() as u64;
+        for _ in have..end {
+            self.counts.push_back(0);
+            self.sums.extend(std::iter::repeat_n(0.0, nc));
+        }
+        for f in start.max(self.finalised)..end {
+            let i = (f - self.finalised) as usize;
+            let src = (f - start) as usize * nc;
+            self.counts[i] += 1;
+            for c in 0..nc {
+                self.sums[i * nc + c] += self.out_scratch[src + c];
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the averaged scores of frames `finalised..until` (all covered by at least
+    /// one window). Returns how many.
+    fn emit_until(&mut self, until: u64, out: &mut Vec<f32>) -> usize {
+        let nc = self.n_classes;
+        let mut n = 0;
+        while self.finalised < until {
+            let Some(count) = self.counts.pop_front() else {
+                break;
+            };
+            let inv = 1.0 / count.max(1) as f32;
+            for _ in 0..nc {
+                let s = self.sums.pop_front().unwrap_or(0.0);
+                out.push(s * inv);
+            }
+            self.finalised += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops buffered frames no future window (including the end-of-stream one) needs.
+    fn trim(&mut self) {
+        let keep_from = self
+            .next_window
+            .min(self.received.saturating_sub(self.window as u64));
+        if keep_from > self.buf_start {
+            let drop = ((keep_from - self.buf_start) as usize) * self.n_mels;
+            self.buf.drain(..drop);
+            self.buf_start = keep_from;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Event hub and sinks.

@@ -1,0 +1,1 @@
+//! (skeleton; the features helper fills this)

@@ -1,0 +1,1 @@
+//! SED metrics (skeleton; the metrics helper fills this)

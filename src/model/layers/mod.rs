@@ -1,0 +1,1 @@
+//! Shared candle layers (skeleton; the model helper fills this).

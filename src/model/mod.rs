@@ -1,0 +1,102 @@
+//! Neural SED models on candle: shared layers, one file per architecture, and the
+//! model file (safetensors + JSON metadata).
+//!
+//! The same constructors build a model for training (`VarMap`) and for inference
+//! (weights from the model file), so the two cannot drift apart.
+
+use std::path::PathBuf;
+
+pub mod arch;
+pub mod file;
+pub mod layers;
+pub mod meta;
+
+pub use file::Model;
+pub use meta::ModelMeta;
+
+/// Errors of model construction, loading, saving and inference.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The model file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The model file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file.
+    #[error("{path}: not a valid safetensors model file: {reason}")]
+    Format {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The `hark.model` metadata is missing, not JSON, or has a bad field.
+    #[error("{path}: bad model metadata: {reason}")]
+    Metadata {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A tensor the architecture needs is absent from the file.
+    #[error("{path}: missing tensor `{name}` (expected shape {expected:?})")]
+    MissingTensor {
+        /// The model file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// The shape the architecture expects.
+        expected: Vec<usize>,
+    },
+    /// A tensor has the wrong shape or dtype.
+    #[error("{path}: tensor `{name}` is {found}, expected {expected}")]
+    TensorMismatch {
+        /// The model file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+        /// Expected shape/dtype, formatted.
+        expected: String,
+        /// Found shape/dtype, formatted.
+        found: String,
+    },
+    /// The input given to the model does not fit it.
+    #[error("bad model input: {0}")]
+    Input(String),
+    /// An invalid architecture parameter.
+    #[error("invalid architecture parameter `{field}` = {value}: expected {expected}")]
+    InvalidArch {
+        /// Parameter name.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+    /// An error from candle.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Turns windows of log-mel frames into frame-level class probabilities.
+///
+/// The streaming runner of `detect` drives any `Scorer`; [`Model`] is the real one.
+pub trait Scorer: Send {
+    /// Number of classes (columns of the output).
+    fn n_classes(&self) -> usize;
+    /// Number of mel bands each input frame must have.
+    fn n_mels(&self) -> usize;
+    /// Fewest frames one call accepts; shorter inputs are padded by the caller.
+    fn min_frames(&self) -> usize;
+    /// Scores `n_frames` frames given row-major as `(n_frames, n_mels)` in `frames`.
+    /// `out` is cleared and filled row-major with `(n_frames, n_classes)` probabilities.
+    fn score(
+        &mut self,
+        frames: &[f32],
+        n_frames: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError>;
+}
