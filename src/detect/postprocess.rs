@@ -89,7 +89,9 @@ impl Default for PostprocessConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PostprocessError {
     /// A per-class override names a label the model does not have.
-    #[error("post-processing override for unknown label `{label}`; the model's labels are: {known}")]
+    #[error(
+        "post-processing override for unknown label `{label}`; the model's labels are: {known}"
+    )]
     UnknownLabel {
         /// The label given.
         label: String,
@@ -548,5 +550,216 @@ impl Detector {
                 score: tr.onset_score,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FPS: f64 = 50.0;
+
+    fn params(
+        on: f32,
+        off: f32,
+        median: usize,
+        min_s: f32,
+        gap_s: f32,
+        hang_s: f32,
+    ) -> ClassParams {
+        ClassParams {
+            enabled: true,
+            on,
+            off,
+            median_frames: median,
+            min_duration_s: min_s,
+            merge_gap_s: gap_s,
+            hangover_s: hang_s,
+        }
+    }
+
+    /// Runs one class over `scores`, returns (events emitted per frame index, all events).
+    fn run(p: ClassParams, scores: &[f32]) -> Vec<(usize, Event)> {
+        let mut d = Detector::new(vec!["dog".into()], vec![p], FPS, "s".into());
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        for (i, s) in scores.iter().enumerate() {
+            d.push_frame(&[*s], &mut out);
+            got.extend(out.drain(..).map(|e| (i, e)));
+        }
+        d.finish(&mut out);
+        got.extend(out.drain(..).map(|e| (scores.len(), e)));
+        assert_eq!(d.open_events(), 0);
+        got
+    }
+
+    fn spans(events: &[(usize, Event)]) -> Vec<(f64, f64)> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Stop { t_start, t_end, .. } => Some((*t_start, *t_end)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pattern(parts: &[(f32, usize)]) -> Vec<f32> {
+        parts
+            .iter()
+            .flat_map(|&(v, n)| std::iter::repeat_n(v, n))
+            .collect()
+    }
+
+    #[test]
+    fn hysteresis_starts_at_on_and_stops_below_off() {
+        let s = pattern(&[(0.1, 10), (0.6, 5), (0.4, 5), (0.2, 10)]);
+        let ev = run(params(0.5, 0.3, 1, 0.0, 0.0, 0.0), &s);
+        assert_eq!(spans(&ev), vec![(10.0 / FPS, 20.0 / FPS)]);
+        // start is emitted at the onset frame itself when min duration is one frame
+        assert_eq!(ev[0].0, 10);
+        assert!(matches!(ev[0].1, Event::Start { t, .. } if (t - 0.2).abs() < 1e-12));
+    }
+
+    #[test]
+    fn every_start_has_one_stop_with_the_same_id() {
+        let s = pattern(&[(0.9, 3), (0.0, 30), (0.9, 40), (0.1, 2), (0.9, 7)]);
+        let ev = run(params(0.5, 0.3, 3, 0.0, 0.0, 0.0), &s);
+        let starts: Vec<_> = ev.iter().filter(|(_, e)| e.is_start()).collect();
+        let stops: Vec<_> = ev.iter().filter(|(_, e)| !e.is_start()).collect();
+        assert_eq!(starts.len(), stops.len());
+        for (a, b) in starts.iter().zip(&stops) {
+            assert_eq!(a.1.id(), b.1.id());
+        }
+        let mut ids: Vec<_> = starts.iter().map(|(_, e)| e.id().to_string()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), starts.len());
+    }
+
+    #[test]
+    fn events_shorter_than_min_duration_are_dropped_and_start_is_delayed() {
+        // 4 frames = 80 ms < 100 ms: dropped. 10 frames: kept, start emitted at frame 5+4.
+        let s = pattern(&[(0.0, 5), (0.9, 4), (0.0, 20), (0.9, 10), (0.0, 10)]);
+        let ev = run(params(0.5, 0.3, 1, 0.1, 0.0, 0.0), &s);
+        assert_eq!(spans(&ev), vec![(29.0 / FPS, 39.0 / FPS)]);
+        assert_eq!(
+            ev[0].0,
+            29 + 4,
+            "start waits until the event is 5 frames long"
+        );
+        assert!(matches!(ev[0].1, Event::Start { t, .. } if (t - 29.0 / FPS).abs() < 1e-12));
+    }
+
+    #[test]
+    fn short_gaps_are_merged() {
+        let s = pattern(&[(0.9, 10), (0.0, 4), (0.9, 10), (0.0, 30)]);
+        let merged = run(params(0.5, 0.3, 1, 0.0, 0.1, 0.0), &s);
+        assert_eq!(spans(&merged), vec![(0.0, 24.0 / FPS)]);
+        let split = run(params(0.5, 0.3, 1, 0.0, 0.06, 0.0), &s);
+        assert_eq!(
+            spans(&split),
+            vec![(0.0, 10.0 / FPS), (14.0 / FPS, 24.0 / FPS)]
+        );
+    }
+
+    #[test]
+    fn hangover_extends_the_end() {
+        let s = pattern(&[(0.9, 10), (0.0, 30)]);
+        let ev = run(params(0.5, 0.3, 1, 0.0, 0.0, 0.2), &s);
+        assert_eq!(spans(&ev), vec![(0.0, 20.0 / FPS)]);
+        // the stop is emitted when the hangover has run out, not before
+        let stop_frame = ev.iter().find(|(_, e)| !e.is_start()).unwrap().0;
+        assert_eq!(stop_frame, 20);
+    }
+
+    #[test]
+    fn median_filter_removes_single_frame_spikes_and_dropouts() {
+        let s = pattern(&[
+            (0.0, 10),
+            (0.9, 1),
+            (0.0, 10),
+            (0.9, 10),
+            (0.0, 1),
+            (0.9, 10),
+            (0.0, 10),
+        ]);
+        let ev = run(params(0.5, 0.3, 3, 0.0, 0.0, 0.0), &s);
+        assert_eq!(spans(&ev), vec![(21.0 / FPS, 42.0 / FPS)]);
+    }
+
+    #[test]
+    fn open_events_are_stopped_at_the_end_of_the_stream() {
+        let s = pattern(&[(0.0, 5), (0.9, 20)]);
+        let ev = run(params(0.5, 0.3, 5, 0.0, 0.5, 1.0), &s);
+        assert_eq!(spans(&ev), vec![(5.0 / FPS, 25.0 / FPS)]);
+        let stop = &ev.last().unwrap().1;
+        assert!(
+            matches!(stop, Event::Stop { peak, mean, .. } if (*peak - 0.9).abs() < 1e-6 && (*mean - 0.9).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn skipped_frames_close_events_and_keep_audio_time() {
+        let mut d = Detector::new(
+            vec!["a".into()],
+            vec![params(0.5, 0.3, 1, 0.0, 0.0, 0.0)],
+            FPS,
+            "s".into(),
+        );
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            d.push_frame(&[0.9], &mut out);
+        }
+        d.skip_frames(100, &mut out);
+        assert_eq!(d.open_events(), 0);
+        d.push_frame(&[0.9], &mut out);
+        d.finish(&mut out);
+        let s = spans(&out.iter().cloned().map(|e| (0, e)).collect::<Vec<_>>());
+        assert_eq!(s, vec![(0.0, 10.0 / FPS), (110.0 / FPS, 111.0 / FPS)]);
+    }
+
+    #[test]
+    fn disabled_classes_emit_nothing() {
+        let mut p = params(0.5, 0.3, 1, 0.0, 0.0, 0.0);
+        p.enabled = false;
+        assert!(run(p, &pattern(&[(0.9, 20)])).is_empty());
+    }
+
+    #[test]
+    fn resolve_applies_overrides_and_names_unknown_labels() {
+        let mut cfg = PostprocessConfig::default();
+        cfg.per_class.insert(
+            "b".into(),
+            ClassOverride {
+                on: Some(0.8),
+                ..Default::default()
+            },
+        );
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let r = cfg.resolve(&labels).unwrap();
+        assert_eq!(r[0].on, 0.5);
+        assert_eq!(r[1].on, 0.8);
+        cfg.per_class
+            .insert("zebra".into(), ClassOverride::default());
+        let e = cfg.resolve(&labels).unwrap_err().to_string();
+        assert!(e.contains("zebra") && e.contains("a, b"), "{e}");
+    }
+
+    #[test]
+    fn invalid_parameters_are_named() {
+        let e = params(0.5, 0.6, 1, 0.0, 0.0, 0.0)
+            .validate("dog")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dog") && e.contains("off"), "{e}");
+        let e = params(0.5, 0.3, 4, 0.0, 0.0, 0.0)
+            .validate("dog")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("median_frames"), "{e}");
+        let e = params(0.5, 0.3, 1, f32::NAN, 0.0, 0.0)
+            .validate("x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_duration_s"), "{e}");
     }
 }

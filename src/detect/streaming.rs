@@ -246,3 +246,168 @@ impl StreamingRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A scorer whose output for a frame depends on the whole window (through the
+    /// window mean), so windows of different extent give different scores and any
+    /// chunking-dependent windowing would show.
+    struct WindowMeanScorer {
+        n_mels: usize,
+        n_classes: usize,
+        min_frames: usize,
+    }
+
+    impl Scorer for WindowMeanScorer {
+        fn n_classes(&self) -> usize {
+            self.n_classes
+        }
+        fn n_mels(&self) -> usize {
+            self.n_mels
+        }
+        fn min_frames(&self) -> usize {
+            self.min_frames
+        }
+        fn score(
+            &mut self,
+            frames: &[f32],
+            n_frames: usize,
+            out: &mut Vec<f32>,
+        ) -> Result<(), ModelError> {
+            assert!(n_frames >= self.min_frames);
+            let mean: f32 = frames.iter().sum::<f32>() / frames.len() as f32;
+            out.clear();
+            for t in 0..n_frames {
+                let f = &frames[t * self.n_mels..(t + 1) * self.n_mels];
+                for c in 0..self.n_classes {
+                    let x = f[c % self.n_mels] + 0.1 * mean + c as f32 * 0.01;
+                    out.push(1.0 / (1.0 + (-x).exp()));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn runner(w: usize, h: usize, min_frames: usize) -> StreamingRunner {
+        StreamingRunner::new(
+            Box::new(WindowMeanScorer {
+                n_mels: 3,
+                n_classes: 2,
+                min_frames,
+            }),
+            StreamingConfig {
+                window_frames: w,
+                hop_frames: h,
+            },
+        )
+        .unwrap()
+    }
+
+    fn frames(n: usize) -> Vec<f32> {
+        (0..n * 3)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect()
+    }
+
+    fn offline(w: usize, h: usize, data: &[f32]) -> Vec<f32> {
+        let mut r = runner(w, h, 4);
+        let mut out = Vec::new();
+        r.push(data, &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_frame_is_emitted_exactly_once() {
+        for n in [0usize, 1, 3, 9, 10, 11, 25, 40, 41] {
+            let out = offline(10, 4, &frames(n));
+            assert_eq!(out.len(), n * 2, "n = {n}");
+            assert!(out.iter().all(|p| (0.0..=1.0).contains(p)));
+        }
+    }
+
+    #[test]
+    fn single_full_window_equals_one_scorer_call() {
+        let data = frames(10);
+        let out = offline(10, 10, &data);
+        let mut s = WindowMeanScorer {
+            n_mels: 3,
+            n_classes: 2,
+            min_frames: 4,
+        };
+        let mut direct = Vec::new();
+        s.score(&data, 10, &mut direct).unwrap();
+        assert_eq!(out, direct);
+    }
+
+    #[test]
+    fn overlapping_windows_are_averaged() {
+        // W=4, H=2, 6 frames: windows [0,4), [2,6); frames 2,3 are averaged.
+        let data = frames(6);
+        let out = offline(4, 2, &data);
+        let mut s = WindowMeanScorer {
+            n_mels: 3,
+            n_classes: 2,
+            min_frames: 4,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        s.score(&data[..12], 4, &mut a).unwrap();
+        s.score(&data[6..], 4, &mut b).unwrap();
+        let expect_f2_c0 = (a[2 * 2] + b[0]) / 2.0;
+        assert!((out[2 * 2] - expect_f2_c0).abs() < 1e-7);
+        assert!((out[0] - a[0]).abs() < 1e-7);
+        assert!((out[5 * 2 + 1] - b[3 * 2 + 1]).abs() < 1e-7);
+    }
+
+    #[test]
+    fn short_input_is_padded_to_the_scorer_minimum() {
+        let out = offline(10, 5, &frames(2));
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn rejects_ragged_frames_and_bad_geometry() {
+        let mut r = runner(10, 5, 4);
+        assert!(r.push(&[0.0; 4], &mut Vec::new()).is_err());
+        assert!(StreamingRunner::new(
+            Box::new(WindowMeanScorer {
+                n_mels: 3,
+                n_classes: 2,
+                min_frames: 1
+            }),
+            StreamingConfig {
+                window_frames: 4,
+                hop_frames: 5
+            }
+        )
+        .is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_offline_scores(
+            n in 0usize..80,
+            w in 4usize..16,
+            h_frac in 1usize..=4,
+            cuts in proptest::collection::vec(0usize..20, 0..30),
+        ) {
+            let h = (w * h_frac / 4).max(1);
+            let data = frames(n);
+            let want = offline(w, h, &data);
+            let mut r = runner(w, h, 4);
+            let mut got = Vec::new();
+            let mut pos = 0;
+            for c in cuts {
+                let end = (pos + c).min(n);
+                r.push(&data[pos * 3..end * 3], &mut got).unwrap();
+                pos = end;
+            }
+            r.push(&data[pos * 3..], &mut got).unwrap();
+            r.finish(&mut got).unwrap();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
