@@ -1,1 +1,383 @@
-//! Config (skeleton).
+//! The daemon's TOML configuration (`/etc/hark/hark.toml` by default): raw serde
+//! structs with `deny_unknown_fields`, then [`Config::validate`], which checks
+//! ranges and, given the model, the labels of per-class overrides.
+//!
+//! Command-line flags of `hark run` override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::detect::postprocess::ClassOverride;
+
+/// Where the daemon looks for its config when none is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hark/hark.toml";
+
+/// Errors of reading or validating a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type; the message has line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, with the line, column and the offending text.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: `{field}` = {value}: expected {expected}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key of the field.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+}
+
+/// `[source]`: where audio comes from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Input, as `--input`: `mic`, `mic:NAME`, `file:PATH`, `stdin:FORMAT:RATE:CHANNELS`.
+    #[serde(default = "default_input")]
+    pub input: String,
+    /// Pace file input in real time.
+    #[serde(default)]
+    pub realtime: bool,
+    /// Capacity of the capture ring, seconds of audio.
+    #[serde(default = "default_ring_seconds")]
+    pub ring_seconds: f32,
+}
+
+fn default_input() -> String {
+    "mic".into()
+}
+const fn default_ring_seconds() -> f32 {
+    2.0
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            input: default_input(),
+            realtime: false,
+            ring_seconds: default_ring_seconds(),
+        }
+    }
+}
+
+/// `[model]`: the model file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Path of the `.safetensors` model file (relative paths are relative to the
+    /// config file's directory).
+    pub path: Option<PathBuf>,
+}
+
+/// `[socket]`: the JSON-lines Unix socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Socket path; no socket when absent.
+    pub path: Option<PathBuf>,
+    /// Lines queued per client before a slow client is disconnected.
+    #[serde(default = "default_client_queue")]
+    pub client_queue: usize,
+    /// Most clients at once.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+const fn default_client_queue() -> usize {
+    1024
+}
+const fn default_max_clients() -> usize {
+    256
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            client_queue: default_client_queue(),
+            max_clients: default_max_clients(),
+        }
+    }
+}
+
+/// `[pipeline]`: queue sizes and reporting.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Seconds of log-mel frames queued between the frontend and the model thread;
+    /// beyond it, live input sheds whole chunks (counted).
+    #[serde(default = "default_queue_seconds")]
+    pub queue_seconds: f32,
+    /// Seconds between `status` messages (and log lines).
+    #[serde(default = "default_status_interval")]
+    pub status_interval_s: f32,
+}
+
+const fn default_queue_seconds() -> f32 {
+    4.0
+}
+const fn default_status_interval() -> f32 {
+    60.0
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_seconds: default_queue_seconds(),
+            status_interval_s: default_status_interval(),
+        }
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Audio source.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// Model file.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Unix socket sink.
+    #[serde(default)]
+    pub socket: SocketConfig,
+    /// Queues and reporting.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Per-class overrides of the model's post-processing, by label.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassOverride>,
+}
+
+impl Config {
+    /// Reads and parses `path` and checks ranges (not labels: see
+    /// [`Config::check_labels`]). Relative paths inside are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(p) = &cfg.model.path {
+            if p.is_relative() {
+                cfg.model.path = Some(base.join(p));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; `path` is used in messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges of every field.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |field: &str, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        self.source
+            .input
+            .parse::<crate::audio::InputSpec>()
+            .map_err(|e| {
+                bad(
+                    "source.input",
+                    format!("{:?}", self.source.input),
+                    &e.to_string(),
+                )
+            })?;
+        let r = self.source.ring_seconds;
+        if !(r.is_finite() && (0.1..=60.0).contains(&r)) {
+            return Err(bad(
+                "source.ring_seconds",
+                r.to_string(),
+                "seconds in 0.1..=60",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.socket.client_queue) {
+            return Err(bad(
+                "socket.client_queue",
+                self.socket.client_queue.to_string(),
+                "1..=1000000 lines",
+            ));
+        }
+        if !(1..=100_000).contains(&self.socket.max_clients) {
+            return Err(bad(
+                "socket.max_clients",
+                self.socket.max_clients.to_string(),
+                "1..=100000",
+            ));
+        }
+        let q = self.pipeline.queue_seconds;
+        if !(q.is_finite() && (0.1..=600.0).contains(&q)) {
+            return Err(bad(
+                "pipeline.queue_seconds",
+                q.to_string(),
+                "seconds in 0.1..=600",
+            ));
+        }
+        let s = self.pipeline.status_interval_s;
+        if !(s.is_finite() && (0.1..=86_400.0).contains(&s)) {
+            return Err(bad(
+                "pipeline.status_interval_s",
+                s.to_string(),
+                "seconds in 0.1..=86400",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every `[classes.<label>]` names one of `labels` and that the
+    /// merged parameters are valid.
+    pub fn check_labels(
+        &self,
+        path: &Path,
+        labels: &[String],
+        base: &crate::detect::postprocess::PostprocessConfig,
+    ) -> Result<(), ConfigError> {
+        if let Some(l) = self.classes.keys().find(|l| !labels.contains(l)) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("classes.{l}"),
+                value: format!("{l:?}"),
+                expected: format!("one of the model's labels: {}", labels.join(", ")),
+            });
+        }
+        self.postprocess(base)
+            .resolve(labels)
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "classes".into(),
+                value: String::new(),
+                expected: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// The model's post-processing with this config's per-class overrides applied.
+    pub fn postprocess(
+        &self,
+        base: &crate::detect::postprocess::PostprocessConfig,
+    ) -> crate::detect::postprocess::PostprocessConfig {
+        let mut pp = base.clone();
+        for (label, o) in &self.classes {
+            let merged = match pp.per_class.get(label) {
+                Some(m) => o.or(m),
+                None => *o,
+            };
+            pp.per_class.insert(label.clone(), merged);
+        }
+        pp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::postprocess::PostprocessConfig;
+
+    fn p() -> &'static Path {
+        Path::new("hark.toml")
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", p()).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+[source]
+input = "mic:USB"
+ring_seconds = 4
+[model]
+path = "/opt/m.safetensors"
+[socket]
+path = "/run/hark/hark.sock"
+[pipeline]
+status_interval_s = 30
+[classes.speech]
+on = 0.7
+enabled = false
+"#,
+            p(),
+        )
+        .unwrap();
+        assert_eq!(c.source.input, "mic:USB");
+        assert_eq!(c.classes["speech"].on, Some(0.7));
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let e = Config::parse("[source]\ninput = \"mic\"\nrign_seconds = 2\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rign_seconds") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_range_are_named() {
+        let e = Config::parse("[source]\nring_seconds = \"two\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::parse("[source]\nring_seconds = 0\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.ring_seconds"), "{e}");
+        let e = Config::parse("[source]\ninput = \"stdin:s16le:x:1\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.input"), "{e}");
+    }
+
+    #[test]
+    fn labels_are_checked_against_the_model() {
+        let c = Config::parse("[classes.zebra]\non = 0.9\n", p()).unwrap();
+        let labels = vec!["speech".to_string()];
+        let e = c
+            .check_labels(p(), &labels, &PostprocessConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("classes.zebra") && e.contains("speech"), "{e}");
+        let c = Config::parse("[classes.speech]\non = 0.2\noff = 0.5\n", p()).unwrap();
+        let e = c
+            .check_labels(p(), &labels, &PostprocessConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("off"), "{e}");
+    }
+}

@@ -442,6 +442,15 @@ impl Detector {
         }
     }
 
+    /// Starts audio time again at frame 0 (for the next file of an offline run).
+    /// Call after [`Detector::finish`], when no event is open.
+    pub fn reset_time(&mut self) {
+        self.next_frame = 0;
+        for s in &mut self.smoothed_next {
+            *s = 0;
+        }
+    }
+
     /// Skips `n` frames that will never arrive (e.g. shed under load): closes open
     /// events at the current frame, then continues at `next_frame + n`.
     pub fn skip_frames(&mut self, n: u64, out: &mut Vec<Event>) {

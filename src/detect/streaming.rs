@@ -108,6 +108,11 @@ impl StreamingRunner {
         self.windows_run
     }
 
+    /// Frames received since the stream (re)started.
+    pub fn frames_received(&self) -> u64 {
+        self.received
+    }
+
     /// Frames finalised since the stream (re)started.
     pub fn frames_finalised(&self) -> u64 {
         self.finalised
