@@ -59,6 +59,28 @@ pub enum ModelCommand {
         /// The `.safetensors` model file.
         file: PathBuf,
     },
+    /// Write an UNTRAINED CRNN with seeded random weights (the trainer's starting
+    /// point, and a way to exercise the pipeline end to end before training).
+    Init(InitArgs),
+}
+
+/// Arguments of `hark model init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the `.safetensors` file.
+    pub output: PathBuf,
+    /// Class labels, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub classes: Vec<String>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Frames per streaming window (50 frames = 1 s at the default features).
+    #[arg(long, default_value_t = 100)]
+    pub window_frames: usize,
+    /// Frames between streaming windows.
+    #[arg(long, default_value_t = 50)]
+    pub hop_frames: usize,
 }
 
 /// Arguments of `hark run`.
@@ -154,6 +176,7 @@ pub fn main() -> i32 {
         Command::Listen(a) => listen(a),
         Command::Devices => devices(),
         Command::Model(ModelCommand::Info { file }) => model_info(&file),
+        Command::Model(ModelCommand::Init(a)) => model_init(a),
         Command::CheckConfig(a) => check_config(a),
         Command::Eval(a) => eval::run(a),
     };
@@ -202,7 +225,16 @@ fn load_model(flag: Option<&Path>, cfg: &Config) -> Result<Model> {
         .map(Path::to_path_buf)
         .or_else(|| cfg.model.path.clone())
         .context("no model given: pass --model FILE or set `[model] path` in the config")?;
-    Ok(Model::load(&path)?)
+    let m = Model::load(&path)?;
+    if is_untrained(&m) {
+        tracing::warn!(model = %path.display(), "this model is UNTRAINED (random weights): its events are meaningless");
+    }
+    Ok(m)
+}
+
+/// Whether the model file says it was never trained (`hark model init`).
+fn is_untrained(m: &Model) -> bool {
+    m.meta().training.get("untrained") == Some(&serde_json::Value::Bool(true))
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -413,7 +445,49 @@ fn devices() -> Result<()> {
 
 fn model_info(file: &Path) -> Result<()> {
     let m = Model::load(file)?;
+    if is_untrained(&m) {
+        println!("WARNING: untrained model (random weights from `hark model init`)");
+    }
     println!("{}", m.describe());
+    Ok(())
+}
+
+fn model_init(a: InitArgs) -> Result<()> {
+    use hark::detect::postprocess::PostprocessConfig;
+    use hark::detect::streaming::StreamingConfig;
+    use hark::features::FeatureConfig;
+    use hark::model::arch::{ArchConfig, CrnnConfig};
+    use hark::model::meta::{ModelMeta, FORMAT_VERSION};
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = a.classes.iter().find(|c| !seen.insert(c.as_str())) {
+        bail!("--classes: `{dup}` is given twice");
+    }
+    if let Some(bad) = a.classes.iter().find(|c| c.trim().is_empty()) {
+        bail!("--classes: empty label {bad:?}");
+    }
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        name: format!("untrained-crnn-seed{}", a.seed),
+        arch: ArchConfig::Crnn(CrnnConfig::default()),
+        features: FeatureConfig::default(),
+        classes: a.classes.clone(),
+        postprocess: PostprocessConfig::default(),
+        streaming: StreamingConfig {
+            window_frames: a.window_frames,
+            hop_frames: a.hop_frames,
+        },
+        training: serde_json::json!({"untrained": true, "seed": a.seed}),
+    };
+    meta.streaming
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--window-frames/--hop-frames: {e}"))?;
+    let m = Model::init_random(meta, a.seed)?;
+    m.save(&a.output)?;
+    println!(
+        "wrote {} (UNTRAINED: random weights, {} parameters)",
+        a.output.display(),
+        m.n_params()
+    );
     Ok(())
 }
 
