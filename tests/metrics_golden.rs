@@ -44,9 +44,15 @@ fn compare(path: &str, expected: &Value, actual: &Value, n: &mut usize, bad: &mu
         }
         (Value::Number(e), Value::Number(a)) => {
             *n += 1;
-            let (e, a) = (e.as_f64().unwrap_or(f64::NAN), a.as_f64().unwrap_or(f64::NAN));
-            if !((e - a).abs() <= TOL) {
-                bad.push(format!("{path}: expected {e}, hark {a} (diff {:e})", (e - a).abs()));
+            let (e, a) = (
+                e.as_f64().unwrap_or(f64::NAN),
+                a.as_f64().unwrap_or(f64::NAN),
+            );
+            if (e - a).abs().is_nan() || (e - a).abs() > TOL {
+                bad.push(format!(
+                    "{path}: expected {e}, hark {a} (diff {:e})",
+                    (e - a).abs()
+                ));
             }
         }
         (Value::Null, Value::Null) => *n += 1,
@@ -61,8 +67,13 @@ struct Case {
 }
 
 fn load(dir: &Path) -> Case {
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).expect("args.json")).expect("args json");
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("json");
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).expect("args.json"))
+            .expect("args json");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("expected"),
+    )
+    .expect("json");
     let reference = read_events(&dir.join("ref.tsv")).expect("ref.tsv");
     let estimate = read_events(&dir.join("est.tsv")).expect("est.tsv");
     let durations = if args["durations"].as_bool() == Some(true) {
@@ -70,15 +81,32 @@ fn load(dir: &Path) -> Case {
     } else {
         None
     };
-    let scores = if args["scores"].as_bool() == Some(true) { Some(read_score_dir(&dir.join("scores")).expect("scores")) } else { None };
+    let scores = if args["scores"].as_bool() == Some(true) {
+        Some(read_score_dir(&dir.join("scores")).expect("scores"))
+    } else {
+        None
+    };
     let mut empty_files = reference.empty_files.clone();
     empty_files.extend(estimate.empty_files.iter().cloned());
     let opts = EvalOptions {
-        event: EventBasedOptions { evaluate_offset: args["onset_only"].as_bool() != Some(true), ..Default::default() },
+        event: EventBasedOptions {
+            evaluate_offset: args["onset_only"].as_bool() != Some(true),
+            ..Default::default()
+        },
         segment_length: args["segment_length"].as_f64().expect("segment_length"),
         threshold: 0.5,
     };
-    Case { inputs: EvalInputs { reference: reference.events, estimate: estimate.events, empty_files, durations, scores }, opts, expected }
+    Case {
+        inputs: EvalInputs {
+            reference: reference.events,
+            estimate: estimate.events,
+            empty_files,
+            durations,
+            scores,
+        },
+        opts,
+        expected,
+    }
 }
 
 #[test]
@@ -90,9 +118,13 @@ fn every_metric_matches_the_reference_tools_on_the_golden_corpus() {
     let mut worst = 0.0f64;
     for dir in &cases {
         let case = load(dir);
-        let report = evaluate(&case.inputs, &case.opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let report =
+            evaluate(&case.inputs, &case.opts).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut actual = serde_json::to_value(&report).expect("serialise");
-        let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // the wide-range PSDS curves exercise more of the curve than the DCASE presets
         if let Some(wide) = case.expected.get("extra_psds_wide") {
             let obj = actual.as_object_mut().expect("object");
@@ -101,12 +133,21 @@ fn every_metric_matches_the_reference_tools_on_the_golden_corpus() {
             } else {
                 let tables = case.inputs.scores.as_ref().expect("scores");
                 let dur: BTreeMap<String, f64> = match &case.inputs.durations {
-                    Some(d) => d.iter().map(|(k, v)| (audio_id(k).to_string(), *v)).collect(),
-                    None => tables.iter().map(|(k, t)| (k.clone(), *t.timestamps.last().expect("ts"))).collect(),
+                    Some(d) => d
+                        .iter()
+                        .map(|(k, v)| (audio_id(k).to_string(), *v))
+                        .collect(),
+                    None => tables
+                        .iter()
+                        .map(|(k, t)| (k.clone(), *t.timestamps.last().expect("ts")))
+                        .collect(),
                 };
                 let mut m = serde_json::Map::new();
                 for (key, p) in [("psds1", PsdsParams::PSDS1), ("psds2", PsdsParams::PSDS2)] {
-                    let p = PsdsParams { max_efpr: 36000.0, ..p };
+                    let p = PsdsParams {
+                        max_efpr: 36000.0,
+                        ..p
+                    };
                     let v = psds(tables, &case.inputs.reference, &dur, &p).expect("psds");
                     m.insert(key.into(), serde_json::json!(v));
                 }
@@ -119,7 +160,9 @@ fn every_metric_matches_the_reference_tools_on_the_golden_corpus() {
             // track the largest deviation for the report
             fn walk(e: &Value, a: &Value, w: &mut f64) {
                 match (e, a) {
-                    (Value::Object(e), Value::Object(a)) => e.iter().for_each(|(k, v)| walk(v, &a[k], w)),
+                    (Value::Object(e), Value::Object(a)) => {
+                        e.iter().for_each(|(k, v)| walk(v, &a[k], w))
+                    }
                     (Value::Number(e), Value::Number(a)) => {
                         *w = w.max((e.as_f64().unwrap_or(0.0) - a.as_f64().unwrap_or(0.0)).abs())
                     }
@@ -129,6 +172,14 @@ fn every_metric_matches_the_reference_tools_on_the_golden_corpus() {
             walk(&case.expected, &actual, &mut worst);
         }
     }
-    eprintln!("compared {total} numbers in {} cases, largest deviation {worst:e}", cases.len());
-    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+    eprintln!(
+        "compared {total} numbers in {} cases, largest deviation {worst:e}",
+        cases.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

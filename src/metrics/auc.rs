@@ -78,7 +78,9 @@ pub fn roc_auc(y: &[bool], s: &[f64]) -> f64 {
     let (tl, fl) = (tps[tps.len() - 1], fps[fps.len() - 1]);
     let tpr: Vec<f64> = tps.iter().map(|t| t / tl).collect();
     let fpr: Vec<f64> = fps.iter().map(|f| f / fl).collect();
-    let parts: Vec<f64> = (1..fpr.len()).map(|k| (fpr[k] - fpr[k - 1]) * (tpr[k] + tpr[k - 1]) / 2.0).collect();
+    let parts: Vec<f64> = (1..fpr.len())
+        .map(|k| (fpr[k] - fpr[k - 1]) * (tpr[k] + tpr[k - 1]) / 2.0)
+        .collect();
     np_sum(&parts)
 }
 
@@ -86,8 +88,15 @@ pub fn roc_auc(y: &[bool], s: &[f64]) -> f64 {
 pub fn average_precision(y: &[bool], s: &[f64]) -> f64 {
     let (tps, fps) = clf_curve(y, s);
     let total = tps[tps.len() - 1];
-    let precision: Vec<f64> = tps.iter().zip(&fps).map(|(t, f)| if t + f != 0.0 { t / (t + f) } else { 0.0 }).collect();
-    let recall: Vec<f64> = tps.iter().map(|t| if total == 0.0 { 1.0 } else { t / total }).collect();
+    let precision: Vec<f64> = tps
+        .iter()
+        .zip(&fps)
+        .map(|(t, f)| if t + f != 0.0 { t / (t + f) } else { 0.0 })
+        .collect();
+    let recall: Vec<f64> = tps
+        .iter()
+        .map(|t| if total == 0.0 { 1.0 } else { t / total })
+        .collect();
     // reversed order with the (recall 0, precision 1) end point
     let mut r: Vec<f64> = recall.iter().rev().copied().collect();
     r.push(0.0);
@@ -103,7 +112,10 @@ pub fn average_precision(y: &[bool], s: &[f64]) -> f64 {
 }
 
 /// Clip-level ROC AUC and average precision of score tables against reference events.
-pub fn clip_metrics(tables: &BTreeMap<String, ScoreTable>, reference: &[Event]) -> Result<ClipReport> {
+pub fn clip_metrics(
+    tables: &BTreeMap<String, ScoreTable>,
+    reference: &[Event],
+) -> Result<ClipReport> {
     let set = ScoredSet::new(tables, reference, false)?;
     let nc = set.classes.len();
     let mut y = vec![Vec::new(); nc];
@@ -111,7 +123,12 @@ pub fn clip_metrics(tables: &BTreeMap<String, ScoreTable>, reference: &[Event]) 
     for (f, t) in set.tables.iter().enumerate() {
         for c in 0..nc {
             y[c].push(!set.gt[f][c].is_empty());
-            s[c].push(t.scores.iter().map(|r| r[c]).fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a }));
+            s[c].push(
+                t.scores
+                    .iter()
+                    .map(|r| r[c])
+                    .fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a }),
+            );
         }
     }
     let aucs: Vec<f64> = (0..nc).map(|c| roc_auc(&y[c], &s[c])).collect();

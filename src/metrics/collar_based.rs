@@ -26,7 +26,11 @@ pub struct Collars {
 
 impl Default for Collars {
     fn default() -> Self {
-        Collars { onset_collar: 0.2, offset_collar: 0.2, offset_collar_rate: 0.2 }
+        Collars {
+            onset_collar: 0.2,
+            offset_collar: 0.2,
+            offset_collar_rate: 0.2,
+        }
     }
 }
 
@@ -37,7 +41,11 @@ fn stats(dets: &[Span], gt: &[Span], c: &Collars) -> Vec<f64> {
         for (g, &(gon, goff)) in gt.iter().enumerate() {
             let onset_ok = round6((don - gon).abs() - c.onset_collar) <= 0.0;
             let rate = c.offset_collar_rate * (goff - gon);
-            let collar = if c.offset_collar >= rate { c.offset_collar } else { rate };
+            let collar = if c.offset_collar >= rate {
+                c.offset_collar
+            } else {
+                rate
+            };
             let offset_ok = round6((doff - goff).abs() - collar) <= 0.0;
             hit[d][g] = doff > don && onset_ok && offset_ok;
         }
@@ -49,7 +57,12 @@ fn stats(dets: &[Span], gt: &[Span], c: &Collars) -> Vec<f64> {
             .iter()
             .enumerate()
             .filter_map(|(d, r)| {
-                let l: Vec<usize> = r.iter().enumerate().filter(|(_, &h)| h).map(|(g, _)| g).collect();
+                let l: Vec<usize> = r
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &h)| h)
+                    .map(|(g, _)| g)
+                    .collect();
                 (!l.is_empty()).then_some((d, l))
             })
             .collect();
@@ -73,7 +86,9 @@ pub fn curves(set: &ScoredSet<'_>, collars: &Collars) -> (Vec<Curve>, Vec<f64>) 
             if gt.is_empty() {
                 deltas.extend(onset_deltas(&scores, 2, 1));
             } else {
-                deltas.extend(deltas_over_candidates(&scores, &table.timestamps, |d| stats(d, gt, collars)));
+                deltas.extend(deltas_over_candidates(&scores, &table.timestamps, |d| {
+                    stats(d, gt, collars)
+                }));
             }
         }
         curves.push(Curve::accumulate(deltas, 2));
@@ -97,7 +112,12 @@ pub fn collar_fscore(
 }
 
 /// F1 block of curves with (tps, fps) as their first two statistics at a fixed threshold.
-pub fn block_at_threshold(classes: &[String], curves: &[Curve], n_ref: &[f64], threshold: f64) -> F1Block {
+pub fn block_at_threshold(
+    classes: &[String],
+    curves: &[Curve],
+    n_ref: &[f64],
+    threshold: f64,
+) -> F1Block {
     let (mut tps, mut fps) = (Vec::new(), Vec::new());
     for c in curves {
         let j = c.index_for_threshold(threshold);
@@ -106,16 +126,34 @@ pub fn block_at_threshold(classes: &[String], curves: &[Curve], n_ref: &[f64], t
     }
     let (per, m, mi) = averages(&tps, &fps, n_ref);
     F1Block {
-        micro: Prf { f_measure: mi.0, precision: mi.1, recall: mi.2 },
-        macro_: Prf { f_measure: m.0, precision: m.1, recall: m.2 },
-        class_wise: classes.iter().cloned().zip(per.iter().map(|x| Prf { f_measure: x.0, precision: x.1, recall: x.2 })).collect(),
+        micro: Prf {
+            f_measure: mi.0,
+            precision: mi.1,
+            recall: mi.2,
+        },
+        macro_: Prf {
+            f_measure: m.0,
+            precision: m.1,
+            recall: m.2,
+        },
+        class_wise: classes
+            .iter()
+            .cloned()
+            .zip(per.iter().map(|x| Prf {
+                f_measure: x.0,
+                precision: x.1,
+                recall: x.2,
+            }))
+            .collect(),
     }
 }
 
 /// Guards against a class whose reference events all fall outside the tables (recall undefined).
 pub fn check_n_ref(classes: &[String], n_ref: &[f64]) -> Result<()> {
     match classes.iter().zip(n_ref).find(|(_, &n)| n == 0.0) {
-        Some((c, _)) => Err(MetricsError::ScoresUndefined(format!("recall undefined: no reference for class `{c}`"))),
+        Some((c, _)) => Err(MetricsError::ScoresUndefined(format!(
+            "recall undefined: no reference for class `{c}`"
+        ))),
         None => Ok(()),
     }
 }
@@ -129,7 +167,10 @@ mod tests {
         let t = ScoreTable {
             timestamps: (0..=10).map(|i| i as f64 * 0.5).collect(),
             classes: vec!["x".into()],
-            scores: [0.0, 0.0, 0.9, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0].iter().map(|&v| vec![v]).collect(),
+            scores: [0.0, 0.0, 0.9, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+                .iter()
+                .map(|&v| vec![v])
+                .collect(),
         };
         let tables: BTreeMap<String, ScoreTable> = [("a".to_string(), t)].into();
         let r = vec![Event::new("a.wav", 1.1, 2.0, "x")];

@@ -46,7 +46,11 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { event: EventBasedOptions::default(), segment_length: 1.0, threshold: 0.5 }
+        EvalOptions {
+            event: EventBasedOptions::default(),
+            segment_length: 1.0,
+            threshold: 0.5,
+        }
     }
 }
 
@@ -113,8 +117,13 @@ pub fn evaluated_files(inputs: &EvalInputs) -> Result<Vec<String>> {
             Ok(d.keys().cloned().collect())
         }
         None => {
-            let mut f: Vec<String> =
-                inputs.reference.iter().chain(&inputs.estimate).map(|e| e.file.clone()).chain(inputs.empty_files.iter().cloned()).collect();
+            let mut f: Vec<String> = inputs
+                .reference
+                .iter()
+                .chain(&inputs.estimate)
+                .map(|e| e.file.clone())
+                .chain(inputs.empty_files.iter().cloned())
+                .collect();
             f.sort();
             f.dedup();
             Ok(f)
@@ -130,7 +139,14 @@ pub fn evaluate(inputs: &EvalInputs, opts: &EvalOptions) -> Result<EvalReport> {
     let (r, e) = (&inputs.reference, &inputs.estimate);
     let mut report = EvalReport {
         event_based: event_based(r, e, &files, &labels, &opts.event)?,
-        segment_based: segment_based(r, e, &files, &labels, opts.segment_length, inputs.durations.as_ref())?,
+        segment_based: segment_based(
+            r,
+            e,
+            &files,
+            &labels,
+            opts.segment_length,
+            inputs.durations.as_ref(),
+        )?,
         tagging: tagging(r, e, &files, &labels),
         psds1: None,
         psds2: None,
@@ -140,10 +156,18 @@ pub fn evaluate(inputs: &EvalInputs, opts: &EvalOptions) -> Result<EvalReport> {
         clip: None,
         warnings: Vec::new(),
     };
-    let Some(tables) = &inputs.scores else { return Ok(report) };
+    let Some(tables) = &inputs.scores else {
+        return Ok(report);
+    };
     let durations: BTreeMap<String, f64> = match &inputs.durations {
-        Some(d) => d.iter().map(|(k, v)| (super::scores::audio_id(k).to_string(), *v)).collect(),
-        None => tables.iter().map(|(k, t)| (k.clone(), t.timestamps[t.timestamps.len() - 1])).collect(),
+        Some(d) => d
+            .iter()
+            .map(|(k, v)| (super::scores::audio_id(k).to_string(), *v))
+            .collect(),
+        None => tables
+            .iter()
+            .map(|(k, t)| (k.clone(), t.timestamps[t.timestamps.len() - 1]))
+            .collect(),
     };
     let seg_durations = inputs.durations.as_ref().map(|_| &durations);
     let warn = |r: &mut EvalReport, e: MetricsError| -> Result<()> {
@@ -166,11 +190,21 @@ pub fn evaluate(inputs: &EvalInputs, opts: &EvalOptions) -> Result<EvalReport> {
         Err(x) => warn(&mut report, x)?,
     }
     match collar_fscore(tables, r, opts.threshold, &Collars::default()) {
-        Ok(b) => report.collar_based = Some(ThresholdF1 { threshold: opts.threshold, block: b }),
+        Ok(b) => {
+            report.collar_based = Some(ThresholdF1 {
+                threshold: opts.threshold,
+                block: b,
+            })
+        }
         Err(x) => warn(&mut report, x)?,
     }
     match intersection_fscore(tables, r, opts.threshold, 0.5, 0.5) {
-        Ok(b) => report.intersection_based = Some(ThresholdF1 { threshold: opts.threshold, block: b }),
+        Ok(b) => {
+            report.intersection_based = Some(ThresholdF1 {
+                threshold: opts.threshold,
+                block: b,
+            })
+        }
         Err(x) => warn(&mut report, x)?,
     }
     match fimo(tables, r, seg_durations, opts.segment_length) {
@@ -225,7 +259,11 @@ fn sed_table(out: &mut String, title: &str, r: &SedEvalReport) {
         num(a.deletion_rate),
         num(a.insertion_rate)
     );
-    let _ = writeln!(out, "  {:<16} {:>6} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}", "class", "Nref", "Nsys", "F1", "P", "R", "ER", "D", "I");
+    let _ = writeln!(
+        out,
+        "  {:<16} {:>6} {:>6} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "class", "Nref", "Nsys", "F1", "P", "R", "ER", "D", "I"
+    );
     for (label, c) in &r.class_wise {
         let _ = writeln!(
             out,
@@ -253,25 +291,67 @@ impl EvalReport {
     /// Human-readable tables.
     pub fn to_text(&self, onset_only: bool) -> String {
         let mut out = String::new();
-        let title = if onset_only { "Event-based (onset only, collar 0.2 s)" } else { "Event-based (collar 0.2 s, offset max(0.2 s, 0.2 x length))" };
+        let title = if onset_only {
+            "Event-based (onset only, collar 0.2 s)"
+        } else {
+            "Event-based (collar 0.2 s, offset max(0.2 s, 0.2 x length))"
+        };
         sed_table(&mut out, title, &self.event_based);
         sed_table(&mut out, "Segment-based", &self.segment_based);
         let t = &self.tagging;
         let _ = writeln!(out, "Tagging");
-        let _ = writeln!(out, "  micro  F1 {}  P {}  R {}", pct(t.micro.f_measure), pct(t.micro.precision), pct(t.micro.recall));
-        let _ = writeln!(out, "  macro  F1 {}  P {}  R {}\n", pct(t.macro_.f_measure), pct(t.macro_.precision), pct(t.macro_.recall));
+        let _ = writeln!(
+            out,
+            "  micro  F1 {}  P {}  R {}",
+            pct(t.micro.f_measure),
+            pct(t.micro.precision),
+            pct(t.micro.recall)
+        );
+        let _ = writeln!(
+            out,
+            "  macro  F1 {}  P {}  R {}\n",
+            pct(t.macro_.f_measure),
+            pct(t.macro_.precision),
+            pct(t.macro_.recall)
+        );
         let opt = |v: Option<f64>| v.map(num).unwrap_or_else(|| "      -".into());
-        if self.psds1.is_some() || self.psds2.is_some() || self.fimo.is_some() || self.clip.is_some() || !self.warnings.is_empty() {
+        if self.psds1.is_some()
+            || self.psds2.is_some()
+            || self.fimo.is_some()
+            || self.clip.is_some()
+            || !self.warnings.is_empty()
+        {
             let _ = writeln!(out, "Score-based");
-            let _ = writeln!(out, "  PSDS1 {}   PSDS2 {}", opt(self.psds1), opt(self.psds2));
+            let _ = writeln!(
+                out,
+                "  PSDS1 {}   PSDS2 {}",
+                opt(self.psds1),
+                opt(self.psds2)
+            );
             if let Some(c) = &self.collar_based {
-                let _ = writeln!(out, "  collar-based F1 @ {}: micro {}  macro {}", c.threshold, pct(c.block.micro.f_measure), pct(c.block.macro_.f_measure));
+                let _ = writeln!(
+                    out,
+                    "  collar-based F1 @ {}: micro {}  macro {}",
+                    c.threshold,
+                    pct(c.block.micro.f_measure),
+                    pct(c.block.macro_.f_measure)
+                );
             }
             if let Some(c) = &self.intersection_based {
-                let _ = writeln!(out, "  intersection F1 @ {}: micro {}  macro {}", c.threshold, pct(c.block.micro.f_measure), pct(c.block.macro_.f_measure));
+                let _ = writeln!(
+                    out,
+                    "  intersection F1 @ {}: micro {}  macro {}",
+                    c.threshold,
+                    pct(c.block.micro.f_measure),
+                    pct(c.block.macro_.f_measure)
+                );
             }
             if let Some(f) = &self.fimo {
-                let _ = writeln!(out, "  FIMO (segment F1, best per-class threshold): {}", pct(f.macro_.f_measure));
+                let _ = writeln!(
+                    out,
+                    "  FIMO (segment F1, best per-class threshold): {}",
+                    pct(f.macro_.f_measure)
+                );
             }
             if let Some(c) = &self.clip {
                 let _ = writeln!(

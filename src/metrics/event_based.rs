@@ -27,14 +27,21 @@ pub struct EventBasedOptions {
 
 impl Default for EventBasedOptions {
     fn default() -> Self {
-        EventBasedOptions { t_collar: 0.2, percentage_of_length: 0.2, evaluate_offset: true }
+        EventBasedOptions {
+            t_collar: 0.2,
+            percentage_of_length: 0.2,
+            evaluate_offset: true,
+        }
     }
 }
 
 impl EventBasedOptions {
     fn validate(&self) -> Result<()> {
         if !(self.t_collar > 0.0 && self.t_collar.is_finite()) {
-            return Err(MetricsError::InvalidValue { what: "t_collar".into(), message: format!("{} (expected > 0 s)", self.t_collar) });
+            return Err(MetricsError::InvalidValue {
+                what: "t_collar".into(),
+                message: format!("{} (expected > 0 s)", self.t_collar),
+            });
         }
         if !(0.0..=1.0).contains(&self.percentage_of_length) {
             return Err(MetricsError::InvalidValue {
@@ -51,7 +58,11 @@ impl EventBasedOptions {
 
     fn offset_ok(&self, r: &Event, e: &Event) -> bool {
         let len = r.offset - r.onset;
-        let tol = if self.t_collar >= self.percentage_of_length * len { self.t_collar } else { self.percentage_of_length * len };
+        let tol = if self.t_collar >= self.percentage_of_length * len {
+            self.t_collar
+        } else {
+            self.percentage_of_length * len
+        };
         (r.offset - e.offset).abs() <= tol
     }
 
@@ -62,7 +73,11 @@ impl EventBasedOptions {
 
 /// Builds sed_eval's graph (estimate -> references, in `np.where` row-major order of
 /// the reference × estimate hit matrix) and returns the matching as (ref, est) pairs.
-fn optimal_matching(reference: &[&Event], estimate: &[&Event], hit: impl Fn(&Event, &Event) -> bool) -> Vec<(usize, usize)> {
+fn optimal_matching(
+    reference: &[&Event],
+    estimate: &[&Event],
+    hit: impl Fn(&Event, &Event) -> bool,
+) -> Vec<(usize, usize)> {
     let mut order: Vec<usize> = Vec::new();
     let mut lists: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (j, r) in reference.iter().enumerate() {
@@ -78,7 +93,10 @@ fn optimal_matching(reference: &[&Event], estimate: &[&Event], hit: impl Fn(&Eve
             }
         }
     }
-    let graph: Vec<(usize, Vec<usize>)> = order.into_iter().map(|i| (i, lists.remove(&i).unwrap_or_default())).collect();
+    let graph: Vec<(usize, Vec<usize>)> = order
+        .into_iter()
+        .map(|i| (i, lists.remove(&i).unwrap_or_default()))
+        .collect();
     bipartite_match(&graph, reference.len())
 }
 
@@ -101,7 +119,9 @@ fn evaluate_file(
 ) {
     let n_ref = reference.len();
     let n_sys = estimate.len();
-    let matching = optimal_matching(reference, estimate, |r, e| r.label == e.label && opts.hit(r, e));
+    let matching = optimal_matching(reference, estimate, |r, e| {
+        r.label == e.label && opts.hit(r, e)
+    });
     let mut ref_correct = vec![false; n_ref];
     let mut sys_correct = vec![false; n_sys];
     for &(j, i) in &matching {
@@ -128,8 +148,16 @@ fn evaluate_file(
     overall.d += (n_ref - n_tp - n_subs) as f64;
 
     for (label, acc) in labels.iter().zip(classes.iter_mut()) {
-        let r: Vec<&Event> = reference.iter().copied().filter(|e| &e.label == label).collect();
-        let e: Vec<&Event> = estimate.iter().copied().filter(|e| &e.label == label).collect();
+        let r: Vec<&Event> = reference
+            .iter()
+            .copied()
+            .filter(|e| &e.label == label)
+            .collect();
+        let e: Vec<&Event> = estimate
+            .iter()
+            .copied()
+            .filter(|e| &e.label == label)
+            .collect();
         let tp = optimal_matching(&r, &e, |r, e| opts.hit(r, e)).len();
         acc.n_ref += r.len() as f64;
         acc.n_sys += e.len() as f64;
@@ -205,7 +233,10 @@ mod tests {
         let e2 = vec![ev(0.1, 6.1, "x")];
         let rep = event_based(&r, &e2, &files, &labels, &EventBasedOptions::default()).unwrap();
         assert!(rep.micro.f_measure.abs() < 1e-12);
-        let onset_only = EventBasedOptions { evaluate_offset: false, ..Default::default() };
+        let onset_only = EventBasedOptions {
+            evaluate_offset: false,
+            ..Default::default()
+        };
         let rep = event_based(&r, &e2, &files, &labels, &onset_only).unwrap();
         assert!((rep.micro.f_measure - 1.0).abs() < 1e-12);
     }

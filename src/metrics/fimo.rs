@@ -48,16 +48,22 @@ fn first_index_where(values: &[f64], pred: impl Fn(f64) -> bool) -> usize {
 }
 
 /// Per-class curves of (tps, fps) over all segment-score thresholds.
-fn curves(set: &ScoredSet<'_>, durations: Option<&BTreeMap<String, f64>>, segment_length: f64) -> Result<Vec<Curve>> {
+fn curves(
+    set: &ScoredSet<'_>,
+    durations: Option<&BTreeMap<String, f64>>,
+    segment_length: f64,
+) -> Result<Vec<Curve>> {
     let nc = set.classes.len();
     let mut deltas: Vec<Vec<(f64, Vec<f64>)>> = vec![Vec::new(); nc];
     for (f, table) in set.tables.iter().enumerate() {
         let ts: Vec<f64> = table.timestamps.iter().map(|&t| round6(t)).collect();
         let duration = match durations {
-            Some(d) => *d.get(&set.ids[f]).ok_or_else(|| MetricsError::InvalidValue {
-                what: "durations".into(),
-                message: format!("no duration for audio `{}`", set.ids[f]),
-            })?,
+            Some(d) => *d
+                .get(&set.ids[f])
+                .ok_or_else(|| MetricsError::InvalidValue {
+                    what: "durations".into(),
+                    message: format!("no duration for audio `{}`", set.ids[f]),
+                })?,
             None => {
                 let mut m = ts[ts.len() - 1];
                 for spans in &set.gt[f] {
@@ -71,7 +77,9 @@ fn curves(set: &ScoredSet<'_>, durations: Option<&BTreeMap<String, f64>>, segmen
             }
         };
         let n_seg = (duration / segment_length).ceil() as usize;
-        let bounds: Vec<f64> = (0..=n_seg).map(|i| round6(i as f64 * segment_length)).collect();
+        let bounds: Vec<f64> = (0..=n_seg)
+            .map(|i| round6(i as f64 * segment_length))
+            .collect();
         for i in 0..n_seg {
             let (son, soff) = (bounds[i], bounds[i + 1]);
             let idx_on = first_index_where(&ts, |t| t > son).saturating_sub(1);
@@ -80,14 +88,22 @@ fn curves(set: &ScoredSet<'_>, durations: Option<&BTreeMap<String, f64>>, segmen
                 let score = if idx_off <= idx_on {
                     0.0
                 } else {
-                    table.scores[idx_on..idx_off].iter().map(|r| r[c]).fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a })
+                    table.scores[idx_on..idx_off]
+                        .iter()
+                        .map(|r| r[c])
+                        .fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a })
                 };
-                let tp = set.gt[f][c].iter().any(|&(on, off)| son < off && soff > on && soff > son);
+                let tp = set.gt[f][c]
+                    .iter()
+                    .any(|&(on, off)| son < off && soff > on && soff > son);
                 d.push((score, vec![tp as u8 as f64, 1.0 - tp as u8 as f64]));
             }
         }
     }
-    Ok(deltas.into_iter().map(|d| Curve::accumulate(d, 2)).collect())
+    Ok(deltas
+        .into_iter()
+        .map(|d| Curve::accumulate(d, 2))
+        .collect())
 }
 
 /// FIMO over score tables. `durations` (seconds per audio id) sets each file's
@@ -100,7 +116,10 @@ pub fn fimo(
     segment_length: f64,
 ) -> Result<FimoReport> {
     if !(segment_length > 0.0 && segment_length.is_finite()) {
-        return Err(MetricsError::InvalidValue { what: "segment length".into(), message: format!("{segment_length} (expected > 0 s)") });
+        return Err(MetricsError::InvalidValue {
+            what: "segment length".into(),
+            message: format!("{segment_length} (expected > 0 s)"),
+        });
     }
     let set = ScoredSet::new(tables, reference, true)?;
     let curves = curves(&set, durations, segment_length)?;
@@ -109,7 +128,10 @@ pub fn fimo(
     for (c, curve) in curves.iter().enumerate() {
         let n_ref = curve.stats[0][0];
         if n_ref == 0.0 {
-            return Err(MetricsError::ScoresUndefined(format!("no positive segment for class `{}`", set.classes[c])));
+            return Err(MetricsError::ScoresUndefined(format!(
+                "no positive segment for class `{}`",
+                set.classes[c]
+            )));
         }
         let mut best = 0usize;
         let mut best_f = f64::NEG_INFINITY;
@@ -123,16 +145,36 @@ pub fn fimo(
                 best_pr = (p, r);
             }
         }
-        let threshold = if best > 0 { (curve.scores[best] + curve.scores[best - 1]) / 2.0 } else { f64::NEG_INFINITY };
-        class_wise.insert(set.classes[c].clone(), BestF1 { f_measure: best_f, precision: best_pr.0, recall: best_pr.1, threshold });
+        let threshold = if best > 0 {
+            (curve.scores[best] + curve.scores[best - 1]) / 2.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        class_wise.insert(
+            set.classes[c].clone(),
+            BestF1 {
+                f_measure: best_f,
+                precision: best_pr.0,
+                recall: best_pr.1,
+                threshold,
+            },
+        );
         tps.push(curve.stats[best][0]);
         fps.push(curve.stats[best][1]);
         n_refs.push(n_ref);
     }
     let (_, m, mi) = averages(&tps, &fps, &n_refs);
     Ok(FimoReport {
-        micro: Prf { f_measure: mi.0, precision: mi.1, recall: mi.2 },
-        macro_: Prf { f_measure: m.0, precision: m.1, recall: m.2 },
+        micro: Prf {
+            f_measure: mi.0,
+            precision: mi.1,
+            recall: mi.2,
+        },
+        macro_: Prf {
+            f_measure: m.0,
+            precision: m.1,
+            recall: m.2,
+        },
         class_wise,
     })
 }

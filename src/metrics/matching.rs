@@ -77,14 +77,13 @@ pub fn bipartite_match(graph: &[(usize, Vec<usize>)], n_right: usize) -> Vec<(us
             return out;
         }
         for v in unmatched {
-            recurse(v, graph, &mut preds, &mut pred, &mut matching);
+            recurse(v, &mut preds, &mut pred, &mut matching);
         }
     }
 }
 
 fn recurse(
     v: usize,
-    graph: &[(usize, Vec<usize>)],
     preds: &mut [Option<Vec<usize>>],
     pred: &mut [Pred],
     matching: &mut [Option<usize>],
@@ -96,7 +95,7 @@ fn recurse(
                 pred[u] = Pred::Absent;
                 let ok = match pu {
                     Pred::Root => true,
-                    Pred::Right(pv) => recurse(pv, graph, preds, pred, matching),
+                    Pred::Right(pv) => recurse(pv, preds, pred, matching),
                     Pred::Absent => false,
                 };
                 if ok {

@@ -48,7 +48,12 @@ pub struct Event {
 impl Event {
     /// A new event.
     pub fn new(file: impl Into<String>, onset: f64, offset: f64, label: impl Into<String>) -> Self {
-        Event { file: file.into(), onset, offset, label: label.into() }
+        Event {
+            file: file.into(),
+            onset,
+            offset,
+            label: label.into(),
+        }
     }
 }
 
@@ -68,16 +73,30 @@ impl ScoreTable {
     /// Checks the shape: `timestamps` strictly increasing with one more entry than
     /// frames, every row as long as `classes`, no NaN.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(MetricsError::InvalidValue { what: "score table".into(), message: m });
+        let bad = |m: String| {
+            Err(MetricsError::InvalidValue {
+                what: "score table".into(),
+                message: m,
+            })
+        };
         if self.scores.is_empty() || self.timestamps.len() != self.scores.len() + 1 {
-            return bad(format!("{} frames need {} timestamps, got {}", self.scores.len(), self.scores.len() + 1, self.timestamps.len()));
+            return bad(format!(
+                "{} frames need {} timestamps, got {}",
+                self.scores.len(),
+                self.scores.len() + 1,
+                self.timestamps.len()
+            ));
         }
         if self.timestamps.windows(2).any(|w| w[1] <= w[0]) {
             return bad("timestamps must be strictly increasing".into());
         }
         for (i, row) in self.scores.iter().enumerate() {
             if row.len() != self.classes.len() {
-                return bad(format!("frame {i} has {} scores for {} classes", row.len(), self.classes.len()));
+                return bad(format!(
+                    "frame {i} has {} scores for {} classes",
+                    row.len(),
+                    self.classes.len()
+                ));
             }
             if row.iter().any(|v| v.is_nan()) {
                 return bad(format!("frame {i} has a NaN score"));
@@ -94,7 +113,11 @@ impl ScoreTable {
 
 /// The sorted union of the labels of two event lists (sed_eval's `unique_event_labels`).
 pub fn unique_labels(reference: &[Event], estimate: &[Event]) -> Vec<String> {
-    let mut l: Vec<String> = reference.iter().chain(estimate).map(|e| e.label.clone()).collect();
+    let mut l: Vec<String> = reference
+        .iter()
+        .chain(estimate)
+        .map(|e| e.label.clone())
+        .collect();
     l.sort();
     l.dedup();
     l

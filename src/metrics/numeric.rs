@@ -44,7 +44,10 @@ pub fn np_mean(a: &[f64]) -> f64 {
 /// `np.nanmean`: the mean of the non-NaN values (NaN when there are none).
 pub fn np_nanmean(a: &[f64]) -> f64 {
     let cnt = a.iter().filter(|x| !x.is_nan()).count();
-    let replaced: Vec<f64> = a.iter().map(|&x| if x.is_nan() { 0.0 } else { x }).collect();
+    let replaced: Vec<f64> = a
+        .iter()
+        .map(|&x| if x.is_nan() { 0.0 } else { x })
+        .collect();
     if cnt == 0 {
         return f64::NAN;
     }
@@ -112,7 +115,10 @@ mod tests {
 
     #[test]
     fn round6_rounds_half_to_even() {
-        assert!((round6(0.1234565) - 0.123456).abs() < 1e-12 || (round6(0.1234565) - 0.123457).abs() < 1e-12);
+        assert!(
+            (round6(0.1234565) - 0.123456).abs() < 1e-12
+                || (round6(0.1234565) - 0.123457).abs() < 1e-12
+        );
         assert_eq!(round6(2.5e-6), 2e-6);
         assert_eq!(round6(1.0000004), 1.0);
     }

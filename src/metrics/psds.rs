@@ -30,9 +30,23 @@ pub struct PsdsParams {
 
 impl PsdsParams {
     /// DCASE PSDS scenario 1 (dtc = gtc = 0.7, no cross-triggers, alpha_st = 1, 100/h).
-    pub const PSDS1: PsdsParams = PsdsParams { dtc: 0.7, gtc: 0.7, cttc: None, alpha_ct: 0.0, alpha_st: 1.0, max_efpr: 100.0 };
+    pub const PSDS1: PsdsParams = PsdsParams {
+        dtc: 0.7,
+        gtc: 0.7,
+        cttc: None,
+        alpha_ct: 0.0,
+        alpha_st: 1.0,
+        max_efpr: 100.0,
+    };
     /// DCASE PSDS scenario 2 (dtc = gtc = 0.1, cttc = 0.3, alpha_ct = 0.5, alpha_st = 1, 100/h).
-    pub const PSDS2: PsdsParams = PsdsParams { dtc: 0.1, gtc: 0.1, cttc: Some(0.3), alpha_ct: 0.5, alpha_st: 1.0, max_efpr: 100.0 };
+    pub const PSDS2: PsdsParams = PsdsParams {
+        dtc: 0.1,
+        gtc: 0.1,
+        cttc: Some(0.3),
+        alpha_ct: 0.5,
+        alpha_st: 1.0,
+        max_efpr: 100.0,
+    };
 }
 
 fn intersections(dets: &[Span], gt: &[Span]) -> Vec<Vec<f64>> {
@@ -53,7 +67,14 @@ fn intersections(dets: &[Span], gt: &[Span]) -> Vec<Vec<f64>> {
 }
 
 /// [tps, fps, cts per other class...] of one file/class at one threshold.
-fn stats(dets: &[Span], target: &[Span], others: &[&[Span]], dtc: f64, gtc: f64, cttc: Option<f64>) -> Vec<f64> {
+fn stats(
+    dets: &[Span],
+    target: &[Span],
+    others: &[&[Span]],
+    dtc: f64,
+    gtc: f64,
+    cttc: Option<f64>,
+) -> Vec<f64> {
     let inter = intersections(dets, target);
     let rel: Vec<bool> = dets
         .iter()
@@ -64,7 +85,11 @@ fn stats(dets: &[Span], target: &[Span], others: &[&[Span]], dtc: f64, gtc: f64,
     let fps = n_det - rel.iter().filter(|&&r| r).count();
     let mut tps = 0usize;
     for (g, &(gon, goff)) in target.iter().enumerate() {
-        let col: Vec<f64> = inter.iter().zip(&rel).map(|(row, &r)| if r { row[g] } else { 0.0 }).collect();
+        let col: Vec<f64> = inter
+            .iter()
+            .zip(&rel)
+            .map(|(row, &r)| if r { row[g] } else { 0.0 })
+            .collect();
         let total = if target.len() == 1 {
             np_sum(&col)
         } else {
@@ -107,14 +132,19 @@ fn curves(set: &ScoredSet<'_>, dtc: f64, gtc: f64, cttc: Option<f64>) -> Vec<Cur
                 let scores = table.column(c);
                 let target = &set.gt[f][c];
                 let others: Vec<&[Span]> = if cttc.is_some() {
-                    (0..nc).filter(|&o| o != c).map(|o| set.gt[f][o].as_slice()).collect()
+                    (0..nc)
+                        .filter(|&o| o != c)
+                        .map(|o| set.gt[f][o].as_slice())
+                        .collect()
                 } else {
                     Vec::new()
                 };
                 if target.is_empty() && (cttc.is_none() || nc == 1) {
                     deltas.extend(onset_deltas(&scores, n_stats, 1));
                 } else {
-                    deltas.extend(deltas_over_candidates(&scores, &table.timestamps, |d| stats(d, target, &others, dtc, gtc, cttc)));
+                    deltas.extend(deltas_over_candidates(&scores, &table.timestamps, |d| {
+                        stats(d, target, &others, dtc, gtc, cttc)
+                    }));
                 }
             }
             Curve::accumulate(deltas, n_stats)
@@ -132,7 +162,9 @@ pub fn intersection_fscore(
 ) -> Result<F1Block> {
     let set = ScoredSet::new(tables, reference, true)?;
     let curves = curves(&set, dtc, gtc, None);
-    let n_ref: Vec<f64> = (0..set.classes.len()).map(|c| set.count_and_duration(c).0).collect();
+    let n_ref: Vec<f64> = (0..set.classes.len())
+        .map(|c| set.count_and_duration(c).0)
+        .collect();
     Ok(block_at_threshold(&set.classes, &curves, &n_ref, threshold))
 }
 
@@ -144,8 +176,8 @@ fn unique_cummax_sort(tpr: &[f64], efpr: &[f64], max_efpr: f64) -> (Vec<f64>, Ve
     let e: Vec<f64> = idx.iter().map(|&i| efpr[i]).collect();
     let mut keep = vec![0usize];
     let mut cm = t.first().copied().unwrap_or(0.0);
-    for i in 1..t.len() {
-        let next = if t[i] > cm { t[i] } else { cm };
+    for (i, &ti) in t.iter().enumerate().skip(1) {
+        let next = if ti > cm { ti } else { cm };
         if next > cm {
             keep.push(i);
         }
@@ -198,11 +230,18 @@ pub fn psds(
     let mut dataset_duration = 0.0;
     for id in &set.ids {
         let Some(d) = durations.get(id) else {
-            return Err(MetricsError::InvalidValue { what: "durations".into(), message: format!("no duration for audio `{id}`") });
+            return Err(MetricsError::InvalidValue {
+                what: "durations".into(),
+                message: format!("no duration for audio `{id}`"),
+            });
         };
         dataset_duration += d;
     }
-    let cttc = if params.alpha_ct == 0.0 { None } else { params.cttc };
+    let cttc = if params.alpha_ct == 0.0 {
+        None
+    } else {
+        params.cttc
+    };
     let curves = curves(&set, params.dtc, params.gtc, cttc);
     let nc = set.classes.len();
     let counts: Vec<(f64, f64)> = (0..nc).map(|c| set.count_and_duration(c)).collect();
@@ -220,7 +259,11 @@ pub fn psds(
             } else {
                 let mut sum = f64::NAN;
                 for (k, &o) in others.iter().enumerate() {
-                    let t_ref = if counts[o].1 > 1e-12 { counts[o].1 } else { 1e-12 };
+                    let t_ref = if counts[o].1 > 1e-12 {
+                        counts[o].1
+                    } else {
+                        1e-12
+                    };
                     let v = st[2 + k] / t_ref;
                     sum = if k == 0 { v } else { sum + v };
                 }
@@ -266,7 +309,10 @@ pub fn psds(
     idx.sort_by(|&a, &b| all[a].total_cmp(&all[b]));
     let x: Vec<f64> = idx.iter().map(|&i| all[i]).collect();
     let y: Vec<f64> = idx.iter().map(|&i| etpr[i]).collect();
-    let cut = x.iter().position(|&v| v > params.max_efpr).unwrap_or(x.len());
+    let cut = x
+        .iter()
+        .position(|&v| v > params.max_efpr)
+        .unwrap_or(x.len());
     let mut xs = x[..cut].to_vec();
     xs.push(params.max_efpr);
     let mut auc = 0.0;
@@ -302,6 +348,9 @@ mod tests {
     fn missing_reference_class_is_refused() {
         let tables = one_file(&[0.0, 0.9]);
         let d: BTreeMap<String, f64> = [("a".to_string(), 2.0)].into();
-        assert!(matches!(psds(&tables, &[], &d, &PsdsParams::PSDS1), Err(MetricsError::ScoresUndefined(_))));
+        assert!(matches!(
+            psds(&tables, &[], &d, &PsdsParams::PSDS1),
+            Err(MetricsError::ScoresUndefined(_))
+        ));
     }
 }

@@ -140,7 +140,11 @@ pub struct OverallCounts {
 
 impl SedEvalReport {
     /// Builds the report from accumulated counts (`labels` and `classes` in the same order).
-    pub fn from_counts(overall: &OverallCounts, labels: &[String], classes: &[ClassCounts]) -> Self {
+    pub fn from_counts(
+        overall: &OverallCounts,
+        labels: &[String],
+        classes: &[ClassCounts],
+    ) -> Self {
         let p = precision(overall.n_tp, overall.n_sys);
         let r = recall(overall.n_tp, overall.n_ref);
         let sr = rate(overall.s, overall.n_ref);
@@ -172,7 +176,10 @@ impl SedEvalReport {
                 n_ref: c.n_ref,
                 n_sys: c.n_sys,
             };
-            for (col, v) in cols.iter_mut().zip([m.f_measure, m.precision, m.recall, m.error_rate, dr, ir]) {
+            for (col, v) in
+                cols.iter_mut()
+                    .zip([m.f_measure, m.precision, m.recall, m.error_rate, dr, ir])
+            {
                 col.push(v);
             }
             class_wise.insert(label.clone(), m);
@@ -185,7 +192,11 @@ impl SedEvalReport {
             deletion_rate: np_nanmean(&cols[4]),
             insertion_rate: np_nanmean(&cols[5]),
         };
-        SedEvalReport { micro, macro_, class_wise }
+        SedEvalReport {
+            micro,
+            macro_,
+            class_wise,
+        }
     }
 }
 

@@ -39,13 +39,23 @@ impl<'a> ScoredSet<'a> {
     /// Aligns score tables (keyed by audio id) with reference events. With `strict`,
     /// refuses what sed_scores_eval's event metrics refuse: connected or overlapping
     /// reference events of one class, and classes without reference events.
-    pub fn new(tables: &'a BTreeMap<String, ScoreTable>, reference: &[Event], strict: bool) -> Result<Self> {
+    pub fn new(
+        tables: &'a BTreeMap<String, ScoreTable>,
+        reference: &[Event],
+        strict: bool,
+    ) -> Result<Self> {
         let Some(first) = tables.values().next() else {
-            return Err(MetricsError::InvalidValue { what: "score tables".into(), message: "none given".into() });
+            return Err(MetricsError::InvalidValue {
+                what: "score tables".into(),
+                message: "none given".into(),
+            });
         };
         let classes = first.classes.clone();
         for (id, t) in tables {
-            t.validate().map_err(|e| MetricsError::InvalidValue { what: format!("score table `{id}`"), message: e.to_string() })?;
+            t.validate().map_err(|e| MetricsError::InvalidValue {
+                what: format!("score table `{id}`"),
+                message: e.to_string(),
+            })?;
             if t.classes != classes {
                 return Err(MetricsError::InvalidValue {
                     what: format!("score table `{id}`"),
@@ -58,10 +68,16 @@ impl<'a> ScoredSet<'a> {
         for e in reference {
             let id = audio_id(&e.file);
             let Ok(f) = ids.binary_search_by(|k| k.as_str().cmp(id)) else {
-                return Err(MetricsError::ScoresUndefined(format!("reference file `{}` has no score table `{id}.tsv`", e.file)));
+                return Err(MetricsError::ScoresUndefined(format!(
+                    "reference file `{}` has no score table `{id}.tsv`",
+                    e.file
+                )));
             };
             let Some(c) = classes.iter().position(|c| *c == e.label) else {
-                return Err(MetricsError::ScoresUndefined(format!("reference label `{}` is not a score column {:?}", e.label, classes)));
+                return Err(MetricsError::ScoresUndefined(format!(
+                    "reference label `{}` is not a score column {:?}",
+                    e.label, classes
+                )));
             };
             gt[f][c].push((e.onset, e.offset));
         }
@@ -84,11 +100,18 @@ impl<'a> ScoredSet<'a> {
             }
             for (c, name) in classes.iter().enumerate() {
                 if gt.iter().all(|g| g[c].is_empty()) {
-                    return Err(MetricsError::ScoresUndefined(format!("no reference events for class `{name}`")));
+                    return Err(MetricsError::ScoresUndefined(format!(
+                        "no reference events for class `{name}`"
+                    )));
                 }
             }
         }
-        Ok(ScoredSet { ids, tables: tables.values().collect(), classes, gt })
+        Ok(ScoredSet {
+            ids,
+            tables: tables.values().collect(),
+            classes,
+            gt,
+        })
     }
 
     /// Reference event count and total duration of class `c` (sed_scores_eval's order).
@@ -140,9 +163,16 @@ pub fn unique_sorted(values: &[f64]) -> Vec<f64> {
 }
 
 /// Per-candidate statistics -> deltas at the candidates where any statistic changes.
-pub fn deltas_over_candidates(scores: &[f64], timestamps: &[f64], stat: impl Fn(&[Span]) -> Vec<f64>) -> Vec<(f64, Vec<f64>)> {
+pub fn deltas_over_candidates(
+    scores: &[f64],
+    timestamps: &[f64],
+    stat: impl Fn(&[Span]) -> Vec<f64>,
+) -> Vec<(f64, Vec<f64>)> {
     let cands = unique_sorted(scores);
-    let stats: Vec<Vec<f64>> = cands.iter().map(|&c| stat(&detections(scores, timestamps, c))).collect();
+    let stats: Vec<Vec<f64>> = cands
+        .iter()
+        .map(|&c| stat(&detections(scores, timestamps, c)))
+        .collect();
     let mut out = Vec::new();
     for k in 0..cands.len() {
         let d: Vec<f64> = match stats.get(k + 1) {
@@ -164,8 +194,16 @@ pub fn onset_deltas(scores: &[f64], n_stats: usize, fps_index: usize) -> Vec<(f6
     let mut out = Vec::new();
     for i in 0..n {
         let s = scores[i];
-        let prev = if i == 0 { f64::NEG_INFINITY } else { scores[i - 1] };
-        let next = if i + 1 == n { f64::NEG_INFINITY } else { scores[i + 1] };
+        let prev = if i == 0 {
+            f64::NEG_INFINITY
+        } else {
+            scores[i - 1]
+        };
+        let next = if i + 1 == n {
+            f64::NEG_INFINITY
+        } else {
+            scores[i + 1]
+        };
         let d = ((s > prev) as i32 - (next > s) as i32) * (s > f64::NEG_INFINITY) as i32;
         if d.abs() > 0 {
             let mut v = vec![0.0; n_stats];
@@ -175,6 +213,9 @@ pub fn onset_deltas(scores: &[f64], n_stats: usize, fps_index: usize) -> Vec<(f6
     }
     out
 }
+
+/// (F1, precision, recall).
+pub type Fpr = (f64, f64, f64);
 
 /// Statistics of one class as a function of the decision threshold.
 #[derive(Debug, Clone)]
@@ -214,7 +255,10 @@ impl Curve {
 
     /// Index of the point used for a fixed threshold: the first score > `threshold`.
     pub fn index_for_threshold(&self, threshold: f64) -> usize {
-        self.scores.iter().position(|&s| s > threshold).unwrap_or(self.scores.len() - 1)
+        self.scores
+            .iter()
+            .position(|&s| s > threshold)
+            .unwrap_or(self.scores.len() - 1)
     }
 }
 
@@ -225,13 +269,17 @@ pub fn fscore(p: f64, r: f64) -> f64 {
 
 /// Precision and recall at point `j` from tps / fps (precision 1 where nothing is detected).
 pub fn precision_recall(tps: f64, fps: f64, n_ref: f64) -> (f64, f64) {
-    let p = if tps + fps == 0.0 { 1.0 } else { tps / (tps + fps).max(1.0) };
+    let p = if tps + fps == 0.0 {
+        1.0
+    } else {
+        tps / (tps + fps).max(1.0)
+    };
     (p, tps / n_ref)
 }
 
 /// F1 / precision / recall of each class at a chosen point, plus micro and macro
 /// averages as sed_scores_eval computes them. `tps`, `fps`, `n_ref` are per class.
-pub fn averages(tps: &[f64], fps: &[f64], n_ref: &[f64]) -> (Vec<(f64, f64, f64)>, (f64, f64, f64), (f64, f64, f64)) {
+pub fn averages(tps: &[f64], fps: &[f64], n_ref: &[f64]) -> (Vec<Fpr>, Fpr, Fpr) {
     let per: Vec<(f64, f64, f64)> = tps
         .iter()
         .zip(fps)
@@ -269,7 +317,10 @@ mod tests {
 
     #[test]
     fn accumulated_curve_counts_from_the_top() {
-        let c = Curve::accumulate(vec![(0.5, vec![1.0]), (0.2, vec![2.0]), (0.5, vec![1.0])], 1);
+        let c = Curve::accumulate(
+            vec![(0.5, vec![1.0]), (0.2, vec![2.0]), (0.5, vec![1.0])],
+            1,
+        );
         assert_eq!(c.scores, vec![0.2, 0.5, f64::INFINITY]);
         assert_eq!(c.stats, vec![vec![4.0], vec![2.0], vec![0.0]]);
         assert_eq!(c.index_for_threshold(0.5), 2);

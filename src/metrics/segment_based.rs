@@ -12,11 +12,15 @@ use super::{Event, MetricsError, Result};
 
 /// Activity roll of one event list: `roll[segment][class]`.
 fn event_roll(events: &[&Event], labels: &[String], res: f64) -> Vec<Vec<bool>> {
-    let max_offset = events.iter().fold(0.0f64, |m, e| if e.offset > m { e.offset } else { m });
+    let max_offset = events
+        .iter()
+        .fold(0.0f64, |m, e| if e.offset > m { e.offset } else { m });
     let n = (max_offset * 1.0 / res).ceil() as usize;
     let mut roll = vec![vec![false; labels.len()]; n];
     for e in events {
-        let Some(pos) = labels.iter().position(|l| *l == e.label) else { continue };
+        let Some(pos) = labels.iter().position(|l| *l == e.label) else {
+            continue;
+        };
         let on = (e.onset * 1.0 / res).floor() as usize;
         let off = ((e.offset * 1.0 / res).ceil() as usize).min(n);
         for row in roll.iter_mut().take(off).skip(on) {
@@ -37,7 +41,10 @@ pub fn segment_based(
     durations: Option<&BTreeMap<String, f64>>,
 ) -> Result<SedEvalReport> {
     if !(res > 0.0 && res.is_finite()) {
-        return Err(MetricsError::InvalidValue { what: "segment length".into(), message: format!("{res} (expected > 0 s)") });
+        return Err(MetricsError::InvalidValue {
+            what: "segment length".into(),
+            message: format!("{res} (expected > 0 s)"),
+        });
     }
     let mut overall = OverallCounts::default();
     let mut classes = vec![ClassCounts::default(); labels.len()];
@@ -49,7 +56,10 @@ pub fn segment_based(
         let length = match durations.and_then(|d| d.get(f)) {
             Some(&d) => d,
             None => {
-                let m = |l: &[&Event]| l.iter().fold(0.0f64, |m, e| if e.offset > m { e.offset } else { m });
+                let m = |l: &[&Event]| {
+                    l.iter()
+                        .fold(0.0f64, |m, e| if e.offset > m { e.offset } else { m })
+                };
                 let (a, b) = (m(&r), m(&e));
                 if b > a {
                     b

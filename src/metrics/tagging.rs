@@ -45,13 +45,20 @@ pub struct TaggingReport {
 fn tags(list: &[Event]) -> BTreeMap<&str, BTreeSet<&str>> {
     let mut m: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for e in list {
-        m.entry(e.file.as_str()).or_default().insert(e.label.as_str());
+        m.entry(e.file.as_str())
+            .or_default()
+            .insert(e.label.as_str());
     }
     m
 }
 
 /// Tagging metrics over `files` for the classes `labels`.
-pub fn tagging(reference: &[Event], estimate: &[Event], files: &[String], labels: &[String]) -> TaggingReport {
+pub fn tagging(
+    reference: &[Event],
+    estimate: &[Event],
+    files: &[String],
+    labels: &[String],
+) -> TaggingReport {
     let rt = tags(reference);
     let et = tags(estimate);
     let none = BTreeSet::new();
@@ -80,17 +87,42 @@ pub fn tagging(reference: &[Event], estimate: &[Event], files: &[String], labels
         } else {
             (f64::NAN, f64::NAN, f64::NAN)
         };
-        class_wise.insert(label.clone(), TaggingClass { f_measure: f, precision: p, recall: r, n_ref, n_sys });
+        class_wise.insert(
+            label.clone(),
+            TaggingClass {
+                f_measure: f,
+                precision: p,
+                recall: r,
+                n_ref,
+                n_sys,
+            },
+        );
     }
     let micro = if o_ref > 0.0 {
         let p = precision(o_tp, o_sys);
         let r = recall(o_tp, o_ref);
-        Prf { f_measure: f_measure(p, r), precision: p, recall: r }
+        Prf {
+            f_measure: f_measure(p, r),
+            precision: p,
+            recall: r,
+        }
     } else {
-        Prf { f_measure: f64::NAN, precision: f64::NAN, recall: f64::NAN }
+        Prf {
+            f_measure: f64::NAN,
+            precision: f64::NAN,
+            recall: f64::NAN,
+        }
     };
-    let macro_ = Prf { f_measure: np_nanmean(&fs), precision: np_nanmean(&ps), recall: np_nanmean(&rs) };
-    TaggingReport { micro, macro_, class_wise }
+    let macro_ = Prf {
+        f_measure: np_nanmean(&fs),
+        precision: np_nanmean(&ps),
+        recall: np_nanmean(&rs),
+    };
+    TaggingReport {
+        micro,
+        macro_,
+        class_wise,
+    }
 }
 
 #[cfg(test)]
@@ -99,8 +131,14 @@ mod tests {
 
     #[test]
     fn tags_are_the_labels_of_each_file() {
-        let r = vec![Event::new("a", 0.0, 1.0, "x"), Event::new("b", 0.0, 1.0, "y")];
-        let e = vec![Event::new("a", 5.0, 6.0, "x"), Event::new("a", 0.0, 1.0, "y")];
+        let r = vec![
+            Event::new("a", 0.0, 1.0, "x"),
+            Event::new("b", 0.0, 1.0, "y"),
+        ];
+        let e = vec![
+            Event::new("a", 5.0, 6.0, "x"),
+            Event::new("a", 0.0, 1.0, "y"),
+        ];
         let files = vec!["a".to_string(), "b".to_string()];
         let labels = vec!["x".to_string(), "y".to_string(), "z".to_string()];
         let t = tagging(&r, &e, &files, &labels);

@@ -31,7 +31,10 @@ impl EventList {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| MetricsError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| MetricsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Splits a TSV text into its header columns and numbered data rows (blank lines skipped).
@@ -39,7 +42,12 @@ fn rows(text: &str) -> (Vec<String>, Vec<(usize, Vec<&str>)>) {
     let mut lines = text.lines().enumerate();
     let header = lines
         .next()
-        .map(|(_, h)| h.trim_end_matches('\r').split('\t').map(|s| s.trim().to_string()).collect())
+        .map(|(_, h)| {
+            h.trim_end_matches('\r')
+                .split('\t')
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let body = lines
         .filter(|(_, l)| !l.trim().is_empty())
@@ -49,11 +57,14 @@ fn rows(text: &str) -> (Vec<String>, Vec<(usize, Vec<&str>)>) {
 }
 
 fn column(path: &Path, header: &[String], name: &str, expected: &str) -> Result<usize> {
-    header.iter().position(|h| h == name).ok_or_else(|| MetricsError::MissingColumn {
-        path: path.to_path_buf(),
-        column: name.to_string(),
-        expected: expected.to_string(),
-    })
+    header
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| MetricsError::MissingColumn {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+            expected: expected.to_string(),
+        })
 }
 
 fn parse_time(path: &Path, line: usize, column: &str, cell: &str) -> Result<f64> {
@@ -61,7 +72,10 @@ fn parse_time(path: &Path, line: usize, column: &str, cell: &str) -> Result<f64>
         path: path.to_path_buf(),
         line,
         column: column.to_string(),
-        message: format!("`{}` is not a number (expected seconds, e.g. 1.25)", cell.trim()),
+        message: format!(
+            "`{}` is not a number (expected seconds, e.g. 1.25)",
+            cell.trim()
+        ),
     })?;
     if !t.is_finite() || t < 0.0 {
         return Err(MetricsError::Parse {
@@ -108,12 +122,22 @@ pub fn parse_events(path: &Path, text: &str) -> Result<EventList> {
             continue;
         }
         if cells.len() < header.len() && lab.is_empty() {
-            return Err(MetricsError::FieldCount { path: path.to_path_buf(), line, expected: header.len(), found: cells.len() });
+            return Err(MetricsError::FieldCount {
+                path: path.to_path_buf(),
+                line,
+                expected: header.len(),
+                found: cells.len(),
+            });
         }
         let onset = parse_time(path, line, "onset", on)?;
         let offset = parse_time(path, line, "offset", off)?;
         if onset > offset {
-            return Err(MetricsError::OnsetAfterOffset { path: path.to_path_buf(), line, onset, offset });
+            return Err(MetricsError::OnsetAfterOffset {
+                path: path.to_path_buf(),
+                line,
+                onset,
+                offset,
+            });
         }
         if lab.is_empty() {
             return Err(MetricsError::Parse {
@@ -123,7 +147,12 @@ pub fn parse_events(path: &Path, text: &str) -> Result<EventList> {
                 message: "empty label (expected a class name)".into(),
             });
         }
-        out.events.push(Event { file: file.to_string(), onset, offset, label: lab.to_string() });
+        out.events.push(Event {
+            file: file.to_string(),
+            onset,
+            offset,
+            label: lab.to_string(),
+        });
         out.lines.push(line);
     }
     Ok(out)
@@ -153,13 +182,35 @@ pub fn read_durations(path: &Path) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// Checks that every file of `list` (read from `path`) is listed in `durations` (read
+/// from `durations_path`); the error names the first event line of an unlisted file.
+pub fn check_durations(
+    list: &EventList,
+    path: &Path,
+    durations: &BTreeMap<String, f64>,
+    durations_path: &Path,
+) -> Result<()> {
+    for (e, &line) in list.events.iter().zip(&list.lines) {
+        if !durations.contains_key(&e.file) {
+            return Err(MetricsError::UnknownFile {
+                path: path.to_path_buf(),
+                line,
+                file: e.file.clone(),
+                durations: durations_path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses one score table (`onset offset <class>...`, one row per frame).
 pub fn parse_score_table(path: &Path, text: &str) -> Result<ScoreTable> {
     let (header, body) = rows(text);
     if header.len() < 3 || header[0] != "onset" || header[1] != "offset" {
         return Err(MetricsError::ScoreTable {
             path: path.to_path_buf(),
-            message: "line 1: the header must be `onset offset <class>...` with at least one class".into(),
+            message: "line 1: the header must be `onset offset <class>...` with at least one class"
+                .into(),
         });
     }
     let classes: Vec<String> = header[2..].to_vec();
@@ -168,7 +219,12 @@ pub fn parse_score_table(path: &Path, text: &str) -> Result<ScoreTable> {
     let mut last_offset = None;
     for (line, cells) in body {
         if cells.len() != header.len() {
-            return Err(MetricsError::FieldCount { path: path.to_path_buf(), line, expected: header.len(), found: cells.len() });
+            return Err(MetricsError::FieldCount {
+                path: path.to_path_buf(),
+                line,
+                expected: header.len(),
+                found: cells.len(),
+            });
         }
         let on = parse_time(path, line, "onset", cells[0])?;
         let off = parse_time(path, line, "offset", cells[1])?;
@@ -213,19 +269,32 @@ pub fn parse_score_table(path: &Path, text: &str) -> Result<ScoreTable> {
         scores.push(row);
     }
     let Some(end) = last_offset else {
-        return Err(MetricsError::ScoreTable { path: path.to_path_buf(), message: "no rows".into() });
+        return Err(MetricsError::ScoreTable {
+            path: path.to_path_buf(),
+            message: "no rows".into(),
+        });
     };
     timestamps.push(end);
-    Ok(ScoreTable { timestamps, classes, scores })
+    Ok(ScoreTable {
+        timestamps,
+        classes,
+        scores,
+    })
 }
 
 /// Reads every `<stem>.tsv` in `dir` as a score table, keyed by stem (sorted). All
 /// tables must have the same classes in the same order.
 pub fn read_score_dir(dir: &Path) -> Result<BTreeMap<String, ScoreTable>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| MetricsError::Io { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| MetricsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = Vec::new();
     for e in entries {
-        let e = e.map_err(|source| MetricsError::Io { path: dir.to_path_buf(), source })?;
+        let e = e.map_err(|source| MetricsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let p = e.path();
         if p.is_file() && p.extension().is_some_and(|x| x == "tsv") {
             paths.push(p);
@@ -240,17 +309,28 @@ pub fn read_score_dir(dir: &Path) -> Result<BTreeMap<String, ScoreTable>> {
             Some((first, c)) if *c != table.classes => {
                 return Err(MetricsError::ScoreTable {
                     path: p.clone(),
-                    message: format!("classes {:?} differ from {:?} of {}", table.classes, c, first.display()),
+                    message: format!(
+                        "classes {:?} differ from {:?} of {}",
+                        table.classes,
+                        c,
+                        first.display()
+                    ),
                 })
             }
             None => classes = Some((p.clone(), table.classes.clone())),
             _ => {}
         }
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         out.insert(stem, table);
     }
     if out.is_empty() {
-        return Err(MetricsError::ScoreTable { path: dir.to_path_buf(), message: "no .tsv score tables in this folder".into() });
+        return Err(MetricsError::ScoreTable {
+            path: dir.to_path_buf(),
+            message: "no .tsv score tables in this folder".into(),
+        });
     }
     Ok(out)
 }
@@ -265,7 +345,11 @@ mod tests {
 
     #[test]
     fn reads_events_and_empty_files() {
-        let l = parse_events(p(), "filename\tonset\toffset\tevent_label\na.wav\t1.0\t2.5\tdog\nb.wav\t\t\t\n").unwrap();
+        let l = parse_events(
+            p(),
+            "filename\tonset\toffset\tevent_label\na.wav\t1.0\t2.5\tdog\nb.wav\t\t\t\n",
+        )
+        .unwrap();
         assert_eq!(l.events.len(), 1);
         assert_eq!(l.events[0].label, "dog");
         assert!((l.events[0].offset - 2.5).abs() < 1e-12);
@@ -281,16 +365,27 @@ mod tests {
 
     #[test]
     fn onset_after_offset_names_the_line() {
-        let e = parse_events(p(), "filename\tonset\toffset\tevent_label\na.wav\t3\t2\tdog\n").unwrap_err();
+        let e = parse_events(
+            p(),
+            "filename\tonset\toffset\tevent_label\na.wav\t3\t2\tdog\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(e.to_string().contains("onset 3 is after offset 2"), "{e}");
     }
 
     #[test]
     fn non_numeric_time_names_line_and_column() {
-        let e = parse_events(p(), "filename\tonset\toffset\tevent_label\na.wav\t1\t2\tdog\na.wav\tone\t2\tdog\n").unwrap_err();
+        let e = parse_events(
+            p(),
+            "filename\tonset\toffset\tevent_label\na.wav\t1\t2\tdog\na.wav\tone\t2\tdog\n",
+        )
+        .unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("line 3") && s.contains("`onset`") && s.contains("`one` is not a number"), "{s}");
+        assert!(
+            s.contains("line 3") && s.contains("`onset`") && s.contains("`one` is not a number"),
+            "{s}"
+        );
     }
 
     #[test]
