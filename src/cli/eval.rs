@@ -76,7 +76,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let report = evaluate(&inputs, &opts)?;
     for w in &report.warnings {
-        tracing::warn!(reason = %w, "score-based metrics left out");
         eprintln!("warning: {w}");
     }
     if args.json {
