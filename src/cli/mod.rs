@@ -178,7 +178,7 @@ pub fn main() -> i32 {
         Command::Model(ModelCommand::Info { file }) => model_info(&file),
         Command::Model(ModelCommand::Init(a)) => model_init(a),
         Command::CheckConfig(a) => check_config(a),
-        Command::Eval(a) => eval::run(a),
+        Command::Eval(a) => eval::run(&a),
     };
     match r {
         Ok(()) => 0,

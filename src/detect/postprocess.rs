@@ -52,7 +52,7 @@ pub struct ClassOverride {
 }
 
 /// Post-processing of every class: defaults plus per-class overrides.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostprocessConfig {
     /// Parameters of classes without an override.
@@ -76,14 +76,6 @@ impl Default for ClassParams {
     }
 }
 
-impl Default for PostprocessConfig {
-    fn default() -> Self {
-        Self {
-            default: ClassParams::default(),
-            per_class: BTreeMap::new(),
-        }
-    }
-}
 
 /// Errors of post-processing settings.
 #[derive(Debug, thiserror::Error)]
