@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use symphonia::core::codecs::audio::well_known::CODEC_ID_VORBIS;
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
@@ -25,6 +26,10 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
 use super::{downmix_to_mono, AudioError, ReadOutcome, SourceCounters, SourceReader};
+
+/// Longest gap in packet timestamps (seconds) that is filled with silence; a longer jump
+/// is only logged.
+const MAX_GAP_FILL_S: f64 = 60.0;
 
 /// Consecutive undecodable packets after which the file is given up on.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 1000;
@@ -46,6 +51,10 @@ pub struct FileSource {
     rate: u32,
     /// Frames the container says the track holds, when it says.
     expected_frames: Option<u64>,
+    /// Whether packet timestamps count frames (time base 1/rate), so gaps can be found.
+    pts_in_frames: bool,
+    /// Timestamp where the next packet should start (previous pts + duration).
+    next_pts: Option<i64>,
     /// Scratch: one decoded packet, interleaved.
     interleaved: Vec<f32>,
     /// Mono samples decoded but not yet returned: `pending[pos..]`.
@@ -109,12 +118,17 @@ impl FileSource {
             .ok_or_else(|| decode_err(format!("no audio track; {EXPECTED} with an audio track")))?;
         let track_id = track.id;
         let expected_frames = track.num_frames;
+        let time_base = track.time_base;
         let params = track
             .codec_params
             .as_ref()
             .and_then(|p| p.audio())
             .ok_or_else(|| decode_err(format!("the track is not audio; {EXPECTED}")))?;
         let header_rate = params.sample_rate;
+        // Vorbis packet timestamps overlap by design (lapped blocks): no gap check there.
+        let pts_in_frames = params.codec != CODEC_ID_VORBIS
+            && matches!((time_base, header_rate), (Some(tb), Some(rate))
+                if tb.numer.get() == 1 && tb.denom.get() == rate);
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| decode_err(format!("unsupported codec ({e}); {EXPECTED}")))?;
@@ -125,6 +139,8 @@ impl FileSource {
             track_id,
             rate: header_rate.unwrap_or(0),
             expected_frames,
+            pts_in_frames,
+            next_pts: None,
             interleaved: Vec::new(),
             pending: Vec::new(),
             pos: 0,
@@ -219,6 +235,7 @@ impl FileSource {
             if packet.track_id != self.track_id {
                 continue;
             }
+            let gap = self.gap_before(packet.pts.get(), packet.dur.get());
             match self.decoder.decode(&packet) {
                 Ok(buf) => {
                     bad_in_a_row = 0;
@@ -242,9 +259,14 @@ impl FileSource {
                         self.finish_stream();
                         break;
                     }
-                    // Drop consumed samples, append this packet's mono samples.
+                    // Drop consumed samples, append this packet's mono samples (after
+                    // silence standing in for data the demuxer skipped).
                     self.pending.drain(..self.pos);
                     self.pos = 0;
+                    if gap > 0 {
+                        self.pending.resize(self.pending.len() + gap, 0.0);
+                        self.decoded_frames += gap as u64;
+                    }
                     let start = self.pending.len();
                     self.pending.resize(start + frames, 0.0);
                     let bad = downmix_to_mono(
@@ -290,6 +312,44 @@ impl FileSource {
             }
         }
         Ok(false)
+    }
+
+    /// Checks a packet's timestamp against where the previous one ended. A jump forward
+    /// means the demuxer skipped damaged data (FLAC resyncs silently): it is logged and
+    /// counted as a skipped packet, and the returned number of frames of silence keeps
+    /// the timeline of the file (0 if none, or if the jump is implausibly long).
+    fn gap_before(&mut self, pts: i64, dur: u64) -> usize {
+        if !self.pts_in_frames {
+            return 0;
+        }
+        let expected = self
+            .next_pts
+            .replace(pts.saturating_add(i64::try_from(dur).unwrap_or(i64::MAX)));
+        let Some(expected) = expected else {
+            return 0;
+        };
+        let gap = pts.saturating_sub(expected);
+        if gap <= 0 {
+            return 0;
+        }
+        self.counters
+            .packets_skipped
+            .fetch_add(1, Ordering::Relaxed);
+        let rate = f64::from(self.rate.max(1));
+        let gap_s = gap as f64 / rate;
+        let fill = gap_s <= MAX_GAP_FILL_S;
+        tracing::warn!(
+            file = %self.path.display(),
+            at_s = self.decoded_seconds(),
+            missing_s = gap_s,
+            filled_with_silence = fill,
+            "corrupt data skipped: the stream jumps ahead here"
+        );
+        if fill {
+            usize::try_from(gap).unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// Logs and counts a corrupt packet; gives up after too many in a row.

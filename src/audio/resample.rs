@@ -9,8 +9,9 @@
 //! Input arrives in arbitrary pieces; it is buffered into the resampler's fixed chunk,
 //! so the output does not depend on how the input was split. The resampler's delay is
 //! trimmed from the start of the output: output sample `j` is the signal at input time
-//! `j / to_hz` seconds. [`Resampler::finish`] flushes the tail so that the total output
-//! holds exactly `round(n_in · to / from)` samples.
+//! `j / to_hz` seconds (exactly for the FFT resampler; within one output sample for the
+//! sinc fallback, whose delay is fractional). [`Resampler::finish`] flushes the tail so
+//! that the total output holds exactly `round(n_in · to / from)` samples.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Async, Fft, FixedAsync, FixedSync, SincInterpolationParameters, WindowFunction};
@@ -97,8 +98,14 @@ impl Resampler {
         let g = gcd(from_hz, to_hz);
         let inner: Box<dyn rubato::Resampler<f32> + Send> =
             if from_hz / g <= MAX_FFT_PERIOD && to_hz / g <= MAX_FFT_PERIOD {
+                // An even number of minimal blocks makes both FFT sizes even, so the
+                // delay (half the block) is a whole number of samples on both sides and
+                // trimming it aligns the output exactly (odd sizes leave half an input
+                // sample of lag).
+                let period = (from_hz / g) as usize;
+                let hint = CHUNK.div_ceil(2 * period) * 2 * period;
                 Box::new(
-                    Fft::<f32>::new(from_hz as usize, to_hz as usize, CHUNK, 1, FixedSync::Both)
+                    Fft::<f32>::new(from_hz as usize, to_hz as usize, hint, 1, FixedSync::Both)
                         .map_err(|e| err(e.to_string()))?,
                 )
             } else {
