@@ -323,8 +323,9 @@ impl MicSource {
                 opts.ring_seconds
             )));
         }
-        let capacity =
-            ((f64::from(opts.ring_seconds) * f64::from(config.sample_rate)).ceil() as usize).max(1);
+        let capacity = ((f64::from(opts.ring_seconds) * f64::from(config.sample_rate)).round()
+            as usize)
+            .max(1);
         let counters = SourceCounters::new();
         let (prod, cons, heartbeat) = ring(capacity, counters.clone())?;
         let errors = Arc::new(StreamErrors::default());
@@ -366,6 +367,21 @@ impl MicSource {
         })
     }
 
+    /// Stops taking samples: from now on the callback returns at once without pushing
+    /// or counting, so the counters become final (waits up to 1 s for a callback in
+    /// flight). Samples already in the ring can still be read. The device stream itself
+    /// is closed when the source is dropped.
+    pub fn stop(&self) -> Result<(), AudioError> {
+        if self.cons.stop_producer(Duration::from_secs(1)) {
+            Ok(())
+        } else {
+            Err(AudioError::Device {
+                device: self.name.clone(),
+                reason: "a capture callback did not return within 1 s".into(),
+            })
+        }
+    }
+
     /// The heartbeat stamped by every data callback (for a stall watchdog).
     pub fn heartbeat(&self) -> Arc<Heartbeat> {
         self.heartbeat.clone()
@@ -399,6 +415,11 @@ impl MicSource {
     /// Stream errors cpal has reported so far.
     pub fn stream_errors(&self) -> u64 {
         self.errors.count.load(Ordering::Relaxed)
+    }
+
+    /// Capacity of the ring, in samples.
+    pub fn ring_capacity(&self) -> usize {
+        self.cons.capacity()
     }
 
     /// Samples waiting in the ring.
@@ -467,8 +488,8 @@ impl SourceReader for MicSource {
     }
 
     /// Returns the samples in the ring, waiting at most the poll timeout for some
-    /// (`Idle` if none came). Errors with [`AudioError::Device`] once the ring is
-    /// empty and cpal has reported the device gone.
+    /// (`Idle` if none came). Once the ring is empty: `End` after [`MicSource::stop`],
+    /// an [`AudioError::Device`] error if cpal has reported the device gone.
     fn read(&mut self, buf: &mut [f32]) -> Result<ReadOutcome, AudioError> {
         if buf.is_empty() {
             return Ok(ReadOutcome::Idle);
@@ -479,6 +500,9 @@ impl SourceReader for MicSource {
             if n > 0 {
                 self.report();
                 return Ok(ReadOutcome::Samples(n));
+            }
+            if self.cons.producer_stopped() {
+                return Ok(ReadOutcome::End);
             }
             if self.errors.fatal.load(Ordering::Acquire) {
                 self.report();

@@ -4,11 +4,13 @@
 //! into a [`RingProducer`] (owned by the cpal callback) and a [`RingConsumer`] (owned by
 //! the source reader). The producer never waits: what does not fit is dropped and
 //! counted in [`SourceCounters::samples_dropped`]. Every push also stamps a
-//! [`Heartbeat`], so a watchdog can tell when callbacks stop arriving.
+//! [`Heartbeat`], so a watchdog can tell when callbacks stop arriving. The consumer can
+//! stop the producer ([`RingConsumer::stop_producer`]): from then on pushes are ignored
+//! (not counted), which makes the counters final even if the device keeps calling back.
 //!
 //! Nothing on the producer side allocates, locks, logs or blocks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,19 @@ impl Heartbeat {
     }
 }
 
+/// Lets the consumer stop the producer and know when no push is in flight.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Set by the consumer: pushes are ignored from now on.
+    stopped: AtomicBool,
+    /// Set by the producer while a push is in flight.
+    busy: AtomicBool,
+}
+
 /// The producer end, used by the capture callback. Never blocks, allocates or logs.
 pub struct RingProducer {
+    /// Shared with the consumer, to be stopped.
+    gate: Arc<Gate>,
     /// The ring's write end.
     prod: HeapProd<f32>,
     /// Counters shared with the reader: `samples_in`, `samples_dropped`, `samples_nonfinite`.
@@ -72,6 +85,8 @@ pub struct RingProducer {
 pub struct RingConsumer {
     /// The ring's read end.
     cons: HeapCons<f32>,
+    /// Shared with the producer, to stop it.
+    gate: Arc<Gate>,
 }
 
 /// Makes a ring of `capacity` mono samples (≥ 1) and splits it. `counters` is where the
@@ -87,36 +102,58 @@ pub fn ring(
     })?;
     let (prod, cons) = rb.split();
     let heartbeat = Heartbeat::new();
+    let gate = Arc::new(Gate::default());
     Ok((
         RingProducer {
+            gate: gate.clone(),
             prod,
             counters,
             heartbeat: heartbeat.clone(),
         },
-        RingConsumer { cons },
+        RingConsumer { cons, gate },
         heartbeat,
     ))
 }
 
 impl RingProducer {
     /// Pushes mono samples. Returns how many fit; the rest are counted as dropped.
+    /// After [`RingConsumer::stop_producer`], does nothing and returns 0.
     pub fn push(&mut self, samples: &[f32]) -> usize {
+        if !self.enter() {
+            return 0;
+        }
         self.heartbeat.beat();
         self.counters
             .samples_in
             .fetch_add(samples.len() as u64, Ordering::Relaxed);
-        self.push_counted(samples)
+        let n = self.push_counted(samples);
+        self.gate.busy.store(false, Ordering::SeqCst);
+        n
+    }
+
+    /// Marks a push in flight unless stopped; `false` if stopped.
+    fn enter(&self) -> bool {
+        self.gate.busy.store(true, Ordering::SeqCst);
+        if self.gate.stopped.load(Ordering::SeqCst) {
+            self.gate.busy.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
     /// Converts interleaved frames of `channels` channels to mono (mean of the channels,
     /// non-finite values zeroed and counted) through a stack scratch and pushes them.
-    /// Returns how many mono samples fit; the rest are counted as dropped.
+    /// Returns how many mono samples fit; the rest are counted as dropped. After
+    /// [`RingConsumer::stop_producer`], does nothing and returns 0.
     pub fn push_interleaved<T: Copy>(
         &mut self,
         interleaved: &[T],
         channels: usize,
         to_f32: impl Fn(T) -> f32 + Copy,
     ) -> usize {
+        if !self.enter() {
+            return 0;
+        }
         self.heartbeat.beat();
         let channels = channels.max(1);
         let frames = interleaved.len() / channels;
@@ -136,6 +173,7 @@ impl RingProducer {
                 .samples_nonfinite
                 .fetch_add(nonfinite, Ordering::Relaxed);
         }
+        self.gate.busy.store(false, Ordering::SeqCst);
         pushed
     }
 
@@ -169,6 +207,26 @@ impl RingConsumer {
     /// Capacity of the ring, in samples.
     pub fn capacity(&self) -> usize {
         self.cons.capacity().get()
+    }
+
+    /// Stops the producer: later pushes are ignored and not counted. Waits up to `wait`
+    /// for a push in flight to finish; returns whether none is in flight any more (then
+    /// the counters are final).
+    pub fn stop_producer(&self, wait: Duration) -> bool {
+        self.gate.stopped.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + wait;
+        while self.gate.busy.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
+    }
+
+    /// Whether [`RingConsumer::stop_producer`] was called.
+    pub fn producer_stopped(&self) -> bool {
+        self.gate.stopped.load(Ordering::SeqCst)
     }
 }
 
@@ -223,6 +281,21 @@ mod tests {
         assert_eq!(c.pop(&mut out), 4);
         assert!(close(&out, &[0.5, 0.0, 0.0, 0.25]));
         assert_eq!(SourceCounters::get(&counters.samples_nonfinite), 2);
+    }
+
+    #[test]
+    fn a_stopped_producer_pushes_and_counts_nothing() {
+        let counters = SourceCounters::new();
+        let (mut p, mut c, _) = ring(8, counters.clone()).unwrap();
+        assert_eq!(p.push(&[1.0, 2.0]), 2);
+        assert!(!c.producer_stopped());
+        assert!(c.stop_producer(Duration::from_millis(10)));
+        assert!(c.producer_stopped());
+        assert_eq!(p.push(&[3.0]), 0);
+        assert_eq!(p.push_interleaved(&[1i16, 2], 2, f32::from), 0);
+        assert_eq!(SourceCounters::get(&counters.samples_in), 2);
+        let mut buf = [0.0f32; 8];
+        assert_eq!(c.pop(&mut buf), 2);
     }
 
     #[test]
