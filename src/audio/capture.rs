@@ -631,7 +631,7 @@ where
 {
     device
         .build_input_stream::<T, _, _>(
-            config.clone(),
+            *config,
             // The real-time callback: convert, push, count. Nothing else.
             move |data: &[T], _: &cpal::InputCallbackInfo| {
                 prod.push_interleaved(data, channels, |s: T| f32::from_sample_(s));

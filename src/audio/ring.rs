@@ -262,7 +262,7 @@ mod tests {
         let (mut p, mut c, _) = ring(10_000, counters.clone()).unwrap();
         // 1000 stereo frames (more than one scratch block): left = i, right = -i/2.
         let data: Vec<i16> = (0..1000i16).flat_map(|i| [i, -i / 2]).collect();
-        assert_eq!(p.push_interleaved(&data, 2, |v| f32::from(v)), 1000);
+        assert_eq!(p.push_interleaved(&data, 2, f32::from), 1000);
         let mut out = vec![0.0f32; 2000];
         assert_eq!(c.pop(&mut out), 1000);
         let want: Vec<f32> = (0..1000i16)
