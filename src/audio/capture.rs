@@ -122,17 +122,7 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
         .map(|d| {
             let (name, id) = names(&d);
             let configs = match d.supported_input_configs() {
-                Ok(ranges) => ranges
-                    .map(|r| {
-                        let (lo, hi) = (r.min_sample_rate(), r.max_sample_rate());
-                        let rates = if lo == hi {
-                            format!("{lo} Hz")
-                        } else {
-                            format!("{lo}-{hi} Hz")
-                        };
-                        format!("{}, {} ch, {rates}", r.sample_format(), r.channels())
-                    })
-                    .collect(),
+                Ok(ranges) => summarize_configs(ranges),
                 Err(e) => vec![format!("configs unavailable: {e}")],
             };
             DeviceInfo {
@@ -143,6 +133,50 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
             }
         })
         .collect())
+}
+
+/// One line per supported config that hark can capture (DSD and 24-bit packed formats
+/// are left out), with runs of channel counts that share a format and rate range merged,
+/// e.g. `i16, 1-2 ch, 8000-48000 Hz`.
+fn summarize_configs(
+    ranges: impl Iterator<Item = cpal::SupportedStreamConfigRange>,
+) -> Vec<String> {
+    // (format, first channel count, last channel count, min rate, max rate)
+    let mut runs: Vec<(SampleFormat, u16, u16, u32, u32)> = Vec::new();
+    for r in ranges.filter(|r| supported_format(r.sample_format())) {
+        let (f, ch, lo, hi) = (
+            r.sample_format(),
+            r.channels(),
+            r.min_sample_rate(),
+            r.max_sample_rate(),
+        );
+        match runs.last_mut() {
+            Some(last)
+                if last.0 == f
+                    && last.3 == lo
+                    && last.4 == hi
+                    && last.2.checked_add(1) == Some(ch) =>
+            {
+                last.2 = ch
+            }
+            _ => runs.push((f, ch, ch, lo, hi)),
+        }
+    }
+    runs.into_iter()
+        .map(|(f, c0, c1, lo, hi)| {
+            let ch = if c0 == c1 {
+                format!("{c0}")
+            } else {
+                format!("{c0}-{c1}")
+            };
+            let rates = if lo == hi {
+                format!("{lo} Hz")
+            } else {
+                format!("{lo}-{hi} Hz")
+            };
+            format!("{f}, {ch} ch, {rates}")
+        })
+        .collect()
 }
 
 /// Human name and id string of a device.
@@ -640,4 +674,47 @@ where
             Some(BUILD_TIMEOUT),
         )
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpal::{SupportedBufferSize, SupportedStreamConfigRange};
+
+    fn range(ch: u16, lo: u32, hi: u32, f: SampleFormat) -> SupportedStreamConfigRange {
+        SupportedStreamConfigRange::new(ch, lo, hi, SupportedBufferSize::Unknown, f)
+    }
+
+    #[test]
+    fn configs_are_merged_into_channel_runs_and_unusable_formats_left_out() {
+        let ranges = vec![
+            range(1, 8_000, 48_000, SampleFormat::I16),
+            range(2, 8_000, 48_000, SampleFormat::I16),
+            range(4, 8_000, 48_000, SampleFormat::I16),
+            range(2, 44_100, 44_100, SampleFormat::F32),
+            range(1, 8_000, 48_000, SampleFormat::I24),
+        ];
+        assert_eq!(
+            summarize_configs(ranges.into_iter()),
+            vec![
+                "i16, 1-2 ch, 8000-48000 Hz",
+                "i16, 4 ch, 8000-48000 Hz",
+                "f32, 2 ch, 44100 Hz"
+            ]
+        );
+    }
+
+    #[test]
+    fn error_kinds_map_to_fatal_or_not() {
+        let errors = StreamErrors::default();
+        errors.record(&cpal::Error::from(cpal::ErrorKind::Xrun));
+        assert!(!errors.fatal.load(Ordering::Relaxed));
+        errors.record(&cpal::Error::from(cpal::ErrorKind::DeviceNotAvailable));
+        assert!(errors.fatal.load(Ordering::Relaxed));
+        assert_eq!(errors.count.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            KINDS[usize::from(errors.last_kind.load(Ordering::Relaxed))],
+            KINDS[1]
+        );
+    }
 }
