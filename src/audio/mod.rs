@@ -7,10 +7,11 @@
 //! converts and pushes into the SPSC ring ([`ring`]); its reader pops from the ring.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub mod capture;
 pub mod file;
@@ -116,8 +117,12 @@ pub struct SourceCounters {
     pub samples_in: AtomicU64,
     /// Samples lost because the ring was full (the frontend fell behind).
     pub samples_dropped: AtomicU64,
-    /// Non-finite samples (NaN/±Inf) replaced by 0.
+    /// Non-finite samples (NaN/±Inf) replaced by 0, counted per channel value before the
+    /// mono downmix.
     pub samples_nonfinite: AtomicU64,
+    /// Corrupt packets of a compressed file that could not be decoded and were skipped
+    /// (each logged with its time in the stream).
+    pub packets_skipped: AtomicU64,
 }
 
 impl SourceCounters {
@@ -157,6 +162,117 @@ pub trait SourceReader: Send {
     /// Fills the start of `buf` with the next samples. Non-finite samples are replaced
     /// by 0 and counted.
     fn read(&mut self, buf: &mut [f32]) -> Result<ReadOutcome, AudioError>;
+}
+
+/// How [`open`] opens a source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenOptions {
+    /// Files only: pace the output to the file's native rate (sleeping), as if it were
+    /// being recorded now. Otherwise a file is read as fast as the reader pulls.
+    pub realtime: bool,
+    /// Microphones only: capacity of the SPSC ring between the capture callback and the
+    /// reader, in seconds of audio at the device rate. When it is full, new samples are
+    /// dropped and counted in [`SourceCounters::samples_dropped`].
+    pub ring_seconds: f32,
+    /// Microphones only: the longest a [`SourceReader::read`] call waits for samples
+    /// before it returns [`ReadOutcome::Idle`].
+    pub poll_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    /// As fast as possible, a 2 s ring, 100 ms poll timeout.
+    fn default() -> Self {
+        Self {
+            realtime: false,
+            ring_seconds: 2.0,
+            poll_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Opens any [`InputSpec`] as a [`SourceReader`]: a file as a [`file::FileSource`],
+/// stdin as a [`stdin::StdinSource`] over [`std::io::stdin`], a microphone as a
+/// [`capture::MicSource`] (capture starts before this returns).
+pub fn open(spec: &InputSpec, opts: &OpenOptions) -> Result<Box<dyn SourceReader>, AudioError> {
+    Ok(match spec {
+        InputSpec::File(path) => Box::new(file::FileSource::open(path, opts.realtime)?),
+        InputSpec::Stdin {
+            format,
+            rate,
+            channels,
+        } => Box::new(stdin::StdinSource::new(
+            std::io::stdin(),
+            *format,
+            *rate,
+            *channels,
+        )?),
+        InputSpec::Mic(name) => Box::new(capture::MicSource::open(
+            name.as_deref(),
+            &capture::MicOptions {
+                ring_seconds: opts.ring_seconds,
+                poll_timeout: opts.poll_timeout,
+                ..capture::MicOptions::default()
+            },
+        )?),
+    })
+}
+
+/// Decodes a whole file to mono `f32` at its native rate (for training and tests).
+/// Returns the samples and the rate in Hz. Errors as [`file::FileSource::open`]; an
+/// empty file is [`AudioError::Empty`].
+pub fn decode_file(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
+    let mut source = file::FileSource::open(path, false)?;
+    let rate = source.sample_rate();
+    let mut out = Vec::with_capacity(source.expected_frames().unwrap_or(0).min(1 << 28) as usize);
+    let mut buf = vec![0.0f32; 16_384];
+    loop {
+        match source.read(&mut buf)? {
+            ReadOutcome::Samples(n) => out.extend_from_slice(&buf[..n]),
+            ReadOutcome::Idle => {}
+            ReadOutcome::End => break,
+        }
+    }
+    Ok((out, rate))
+}
+
+/// Downmixes interleaved frames to mono by averaging the channels, writing one sample
+/// per frame to `out` (which must hold `interleaved.len() / channels` samples; a partial
+/// trailing frame is ignored). Non-finite values are replaced by 0 before averaging;
+/// returns how many were replaced. Allocation-free (safe in a capture callback).
+pub fn downmix_to_mono<T: Copy>(
+    interleaved: &[T],
+    channels: usize,
+    to_f32: impl Fn(T) -> f32,
+    out: &mut [f32],
+) -> u64 {
+    let channels = channels.max(1);
+    let mut nonfinite = 0u64;
+    if channels == 1 {
+        for (o, &s) in out.iter_mut().zip(interleaved) {
+            let v = to_f32(s);
+            *o = if v.is_finite() {
+                v
+            } else {
+                nonfinite += 1;
+                0.0
+            };
+        }
+        return nonfinite;
+    }
+    let scale = 1.0 / channels as f32;
+    for (o, frame) in out.iter_mut().zip(interleaved.chunks_exact(channels)) {
+        let mut sum = 0.0f32;
+        for &s in frame {
+            let v = to_f32(s);
+            if v.is_finite() {
+                sum += v;
+            } else {
+                nonfinite += 1;
+            }
+        }
+        *o = sum * scale;
+    }
+    nonfinite
 }
 
 impl FromStr for InputSpec {
@@ -274,6 +390,33 @@ mod tests {
             "mic:USB".parse::<InputSpec>().unwrap(),
             InputSpec::Mic(Some("USB".into()))
         );
+    }
+
+    #[test]
+    fn downmix_averages_channels_and_zeroes_nonfinite() {
+        let x = [1.0f32, 0.0, 0.5, 0.25, f32::NAN, 1.0, 2.0];
+        let mut out = [9.0f32; 3];
+        let bad = downmix_to_mono(&x, 2, |v| v, &mut out);
+        assert_eq!(bad, 1);
+        let want = [0.5f32, 0.375, 0.5];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-7, "{out:?}");
+        }
+        let mut mono = [9.0f32; 3];
+        let bad = downmix_to_mono(&[0.1f32, f32::INFINITY, -0.2], 1, |v| v, &mut mono);
+        assert_eq!(bad, 1);
+        assert!(mono
+            .iter()
+            .zip([0.1f32, 0.0, -0.2])
+            .all(|(a, b)| (a - b).abs() < 1e-9));
+        let mut from_i16 = [0.0f32; 2];
+        downmix_to_mono(
+            &[16384i16, -16384, 32767, 32767],
+            2,
+            |v| f32::from(v) / 32768.0,
+            &mut from_i16,
+        );
+        assert!(from_i16[0].abs() < 1e-7 && (from_i16[1] - 32767.0 / 32768.0).abs() < 1e-7);
     }
 
     #[test]
