@@ -4,8 +4,12 @@
 //! loop; each step then only multiplies the hidden state by the recurrent weights.
 //! (candle's own `GRU::states_to_tensor` returns a wrongly shaped tensor; it is not
 //! used.)
+//!
+//! When no gradient can flow (neither the input nor the weights track operations, as
+//! in inference from a model file), the recurrence runs as a plain loop over `f32`
+//! slices instead of a dozen small candle operations per step.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 /// One GRU layer, one direction, PyTorch equations and gate order (r, z, n):
@@ -70,6 +74,12 @@ impl Gru {
             .matmul(&self.w_ih.t()?)?
             .broadcast_add(&self.b_ih)?
             .reshape((b, t, 3 * h))?;
+        let tracked = [x, &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh]
+            .iter()
+            .any(|t| t.track_op());
+        if !tracked && x.dtype() == DType::F32 {
+            return self.recur_f32(&xp, reverse);
+        }
         let w_hh_t = self.w_hh.t()?;
         let mut state = Tensor::zeros((b, h), x.dtype(), x.device())?;
         let mut outs: Vec<Tensor> = Vec::with_capacity(t);
@@ -90,6 +100,64 @@ impl Gru {
         }
         Tensor::stack(&outs, 1)
     }
+}
+
+impl Gru {
+    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih.
+    fn recur_f32(&self, xp: &Tensor, reverse: bool) -> Result<Tensor> {
+        let (b, t, h3) = xp.dims3()?;
+        let h = self.hidden;
+        let xp = xp.flatten_all()?.to_vec1::<f32>()?;
+        let w = self.w_hh.flatten_all()?.to_vec1::<f32>()?;
+        let bh = self.b_hh.to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * t * h];
+        let mut state = vec![0f32; h];
+        let mut gh = vec![0f32; h3];
+        for bi in 0..b {
+            state.fill(0.0);
+            for step in 0..t {
+                let s = if reverse { t - 1 - step } else { step };
+                for (g, (o, row)) in gh.iter_mut().zip(w.chunks_exact(h)).enumerate() {
+                    *o = bh[g] + dot(row, &state);
+                }
+                let xs = &xp[(bi * t + s) * h3..(bi * t + s + 1) * h3];
+                let dst = &mut out[(bi * t + s) * h..(bi * t + s + 1) * h];
+                for j in 0..h {
+                    let r = sigmoid(xs[j] + gh[j]);
+                    let z = sigmoid(xs[h + j] + gh[h + j]);
+                    let n = (xs[2 * h + j] + r * gh[2 * h + j]).tanh();
+                    let new = n + z * (state[j] - n);
+                    dst[j] = new;
+                    state[j] = new;
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, t, h), self.w_hh.device())
+    }
+}
+
+/// Logistic function.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Dot product with eight independent accumulators (vectorises without fast-math).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Bidirectional single-layer GRU: a forward GRU under `fwd.` and a backward GRU under
@@ -211,6 +279,32 @@ mod tests {
         let bigru = BiGru::new(3, 2, vb).unwrap();
         let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 3], 3)).unwrap();
         gradcheck::check(&map, &[("x", &x)], || bigru.forward(x.as_tensor()), 1e-6);
+    }
+
+    #[test]
+    fn plain_loop_equals_the_differentiable_path() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 13, DType::F32, &Device::Cpu);
+        let bigru = BiGru::new(5, 12, vb).unwrap();
+        let x = gradcheck::rand_tensor(&[2, 9, 5], 4).to_dtype(DType::F32).unwrap();
+        // The VarMap's weights are variables: the candle-operation path.
+        let slow = bigru.forward(&x).unwrap();
+        // Detached copies of the weights: the plain loop.
+        let detached = |g: &Gru| Gru {
+            w_ih: g.w_ih.detach(),
+            w_hh: g.w_hh.detach(),
+            b_ih: g.b_ih.detach(),
+            b_hh: g.b_hh.detach(),
+            hidden: g.hidden,
+        };
+        let fast_gru = BiGru {
+            fwd: detached(&bigru.fwd),
+            bwd: detached(&bigru.bwd),
+        };
+        let fast = fast_gru.forward(&x).unwrap();
+        assert!(!fast.track_op() && slow.track_op());
+        let d = (slow - fast).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
     }
 
     #[test]

@@ -33,9 +33,7 @@ fn root(x: &Tensor, p: f64) -> Result<Tensor> {
 /// rows/columns that do not fill a window are dropped). Output `(B, C, T/kt, F/kf)`.
 ///
 /// For even `p` this equals torch exactly; torch has no defined result for negative
-/// inputs with odd `p`, where this uses `|x|`. Built from narrow/reshape/sum, whose
-/// gradients are correct (candle's `avg_pool2d` backward is not when the size is not a
-/// multiple of the kernel).
+/// inputs with odd `p`, where this uses `|x|`.
 #[derive(Debug, Clone, Copy)]
 pub struct LpPool2d {
     /// The norm's exponent, ≥ 1.
@@ -60,7 +58,7 @@ impl LpPool2d {
 
 impl Module for LpPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, t, f) = x.dims4()?;
+        let (_, _, t, f) = x.dims4()?;
         let (to, fo) = (t / self.kt, f / self.kf);
         if to == 0 || fo == 0 {
             candle_core::bail!(
@@ -73,15 +71,11 @@ impl Module for LpPool2d {
         if self.kt == 1 && self.kf == 1 {
             return Ok(x.clone());
         }
+        // Only whole windows: trailing rows/columns are cut before pooling, so the
+        // backward of `avg_pool2d` (correct when the size is a multiple of the kernel
+        // and stride = kernel) never sees a remainder.
         let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
-        let xp = abs_pow(&x, self.p)?;
-        // Sum over the mel window (the last axis, contiguous), then over the time window.
-        let s = xp.reshape((b, c, to * self.kt, fo, self.kf))?.sum(4)?;
-        let s = if self.kt == 1 {
-            s
-        } else {
-            s.reshape((b, c, to, self.kt, fo))?.sum(3)?
-        };
+        let s = (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
         root(&s, self.p)
     }
 }
