@@ -397,3 +397,60 @@ fn from_tensors_validates_like_load() {
         ModelError::InvalidMeta(_)
     ));
 }
+
+/// Largest absolute difference between two tensors of the same shape.
+fn tensor_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .unwrap()
+}
+
+/// `scripts/golden_model.py` built the PyTorch twin of a narrow CDur-layout CRNN,
+/// wrote it as a hark model file and recorded its eval-mode outputs.
+#[test]
+fn crnn_matches_its_pytorch_twin() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/model");
+    let mut model = Model::load(&dir.join("crnn_tiny.safetensors")).unwrap();
+    let io = candle_core::safetensors::load(dir.join("crnn_tiny_io.safetensors"), &Device::Cpu)
+        .unwrap();
+    for t in [37usize, 4] {
+        let x = &io[&format!("input_{t}")];
+        let out = model.forward(x).unwrap();
+        let frame_err = tensor_diff(&out.frame, &io[&format!("frame_{t}")]);
+        let clip_err = tensor_diff(&out.clip, &io[&format!("clip_{t}")]);
+        eprintln!("T = {t}: max |frame − torch| = {frame_err:e}, max |clip − torch| = {clip_err:e}");
+        assert!(frame_err < 1e-4 && clip_err < 1e-4, "T = {t}");
+        // The streaming path (Scorer, batch 1) gives the same frames.
+        let x0: Vec<f32> = x.get(0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let mut got = Vec::new();
+        model.score(&x0, t, &mut got).unwrap();
+        let want: Vec<f32> = io[&format!("frame_{t}")]
+            .get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4, "T = {t}");
+    }
+}
+
+/// Inference must not build an autograd graph: it would cost memory and time, and it
+/// would keep the GRU off its plain-loop path.
+#[test]
+fn inference_builds_no_autograd_graph() {
+    let model = Model::init_random(small_meta(), 4).unwrap();
+    let x = Tensor::from_vec(frames(20, 16), (1, 20, 16), &Device::Cpu).unwrap();
+    let out = model.forward(&x).unwrap();
+    assert!(!out.frame.track_op() && !out.clip.track_op());
+    let loaded = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        Model::load(&path).unwrap()
+    };
+    assert!(!loaded.forward(&x).unwrap().frame.track_op());
+}

@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut ModelMeta)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut ModelMeta)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|m| m.format_version = FORMAT_VERSION + 1), "format_version"),
             (Box::new(|m| m.classes.clear()), "classes is empty"),
             (Box::new(|m| m.classes.push("dog".into())), "classes[2]"),

@@ -147,6 +147,9 @@ impl SimpleBackend for SeededVarMap {
     }
 }
 
+/// Tensor names and shapes, in request order.
+pub type TensorList = Vec<(String, Vec<usize>)>;
+
 /// A `VarBuilder` backend that hands out zeros and records every requested tensor's
 /// name and shape, in request order: the list of tensors an architecture expects.
 /// Clones share one record, so a clone can be given to a `VarBuilder` and the
@@ -154,12 +157,12 @@ impl SimpleBackend for SeededVarMap {
 #[derive(Default, Clone)]
 pub struct ShapeRecorder {
     /// `(name, shape)` in the order the constructor asked for them.
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<usize>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<TensorList>>,
 }
 
 impl ShapeRecorder {
     /// The tensors requested so far, in request order (each name once).
-    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn tensors(&self) -> TensorList {
         self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
