@@ -63,6 +63,17 @@ pub enum ModelError {
         /// Found shape/dtype, formatted.
         found: String,
     },
+    /// The file holds a tensor the architecture does not have.
+    #[error("{path}: unexpected tensor `{name}`: the architecture has no such tensor")]
+    UnexpectedTensor {
+        /// The model file.
+        path: PathBuf,
+        /// Tensor name.
+        name: String,
+    },
+    /// Metadata given in memory (not read from a file) is invalid.
+    #[error("invalid model metadata: {0}")]
+    InvalidMeta(String),
     /// The input given to the model does not fit it.
     #[error("bad model input: {0}")]
     Input(String),

@@ -1,11 +1,348 @@
-//! CDur-style CRNN (skeleton; the model helper replaces this file).
+//! CDur-style CRNN (Dinkel et al., "Towards duration robust weakly supervised sound
+//! event detection"): conv blocks with LP pooling, a BiGRU, per-frame sigmoid scores,
+//! linear-softmax clip pooling, and linear interpolation back to the input frame rate.
+//!
+//! ```text
+//! (B,T,F) → (B,1,T,F) → [BatchNorm2d → Conv3×3 → LeakyReLU → LP-pool?] × blocks
+//!   → (B,T',C·F') → BiGRU → Linear → sigmoid → clamp[1e-7,1] → frame (B,T',K)
+//!   clip = clamp(Σp²/Σp over T')          frame → linear interpolation to T
+//! ```
 
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-/// Parameters of the CRNN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+use super::{SedNet, SedOutput};
+use crate::model::layers::{
+    interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d,
+};
+use crate::model::ModelError;
+
+/// Pooling window (= stride) of a block, in frames and mel bands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PoolSize {
+    /// Frames per window.
+    pub time: usize,
+    /// Mel bands per window.
+    pub mel: usize,
+}
+
+/// One conv block of the CRNN and the LP pool after it, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrnnBlock {
+    /// Output channels of the block's convolution.
+    pub channels: usize,
+    /// LP pooling after the block; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolSize>,
+}
+
+/// Parameters of the CRNN. Input bands and classes come from the model file's
+/// `features.n_mels` and `classes`, so they are not repeated here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CrnnConfig {
-    /// GRU hidden size per direction.
+    /// Conv blocks in order, each optionally followed by LP pooling.
+    pub blocks: Vec<CrnnBlock>,
+    /// Convolution kernel size (odd; "same" padding).
+    pub kernel: usize,
+    /// Exponent of the LP pooling (4 in CDur).
+    pub lp_p: f64,
+    /// Negative slope of the LeakyReLU (0.1 in CDur).
+    pub leaky_slope: f64,
+    /// GRU hidden size per direction (the BiGRU outputs twice this).
     pub gru_hidden: usize,
+}
+
+impl Default for CrnnConfig {
+    /// CDur: 1→32 (LP (2,4)), 32→128, 128→128 (LP (2,4)), 128→128, 128→128 (LP (1,4)),
+    /// 3×3 kernels, LP p = 4, LeakyReLU 0.1, BiGRU 128 per direction.
+    fn default() -> Self {
+        let block = |channels, pool: Option<(usize, usize)>| CrnnBlock {
+            channels,
+            pool: pool.map(|(time, mel)| PoolSize { time, mel }),
+        };
+        Self {
+            blocks: vec![
+                block(32, Some((2, 4))),
+                block(128, None),
+                block(128, Some((2, 4))),
+                block(128, None),
+                block(128, Some((1, 4))),
+            ],
+            kernel: 3,
+            lp_p: 4.0,
+            leaky_slope: 0.1,
+            gru_hidden: 128,
+        }
+    }
+}
+
+impl CrnnConfig {
+    /// Checks every parameter for `n_mels` input bands and `n_classes` outputs; the
+    /// mel axis must survive the pools (e.g. 64 mels / 4 / 4 / 4 = 1).
+    pub fn validate(&self, n_mels: usize, n_classes: usize) -> std::result::Result<(), ModelError> {
+        let bad = |field: String, value: String, expected: &str| {
+            Err(ModelError::InvalidArch {
+                field,
+                value,
+                expected: expected.to_string(),
+            })
+        };
+        if self.blocks.is_empty() || self.blocks.len() > 32 {
+            return bad(
+                "crnn.blocks".into(),
+                format!("{} blocks", self.blocks.len()),
+                "1..=32 conv blocks",
+            );
+        }
+        if self.kernel % 2 == 0 || self.kernel > 15 {
+            return bad("crnn.kernel".into(), self.kernel.to_string(), "an odd size 1..=15");
+        }
+        if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
+            return bad("crnn.lp_p".into(), self.lp_p.to_string(), "a number in 1..=64");
+        }
+        if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
+            return bad(
+                "crnn.leaky_slope".into(),
+                self.leaky_slope.to_string(),
+                "a slope in 0..=1",
+            );
+        }
+        if self.gru_hidden == 0 || self.gru_hidden > 4096 {
+            return bad(
+                "crnn.gru_hidden".into(),
+                self.gru_hidden.to_string(),
+                "1..=4096 units",
+            );
+        }
+        if n_classes == 0 {
+            return bad("classes".into(), "0 classes".into(), "at least one class");
+        }
+        let mut mels = n_mels;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.channels == 0 || b.channels > 4096 {
+                return bad(
+                    format!("crnn.blocks[{i}].channels"),
+                    b.channels.to_string(),
+                    "1..=4096 channels",
+                );
+            }
+            if let Some(p) = b.pool {
+                if p.time == 0 || p.time > 64 {
+                    return bad(
+                        format!("crnn.blocks[{i}].pool.time"),
+                        p.time.to_string(),
+                        "1..=64 frames",
+                    );
+                }
+                if p.mel == 0 || mels / p.mel == 0 {
+                    return bad(
+                        format!("crnn.blocks[{i}].pool.mel"),
+                        p.mel.to_string(),
+                        &format!(
+                            "1..={mels} (the {mels} mel bands left of features.n_mels = {n_mels} must not pool to 0)"
+                        ),
+                    );
+                }
+                mels /= p.mel;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fewest input frames whose time pools all leave ≥ 1 frame: the product of the
+    /// time pool sizes (`⌊⌊T/a⌋/b⌋ = ⌊T/(ab)⌋`).
+    pub fn min_frames(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.pool.map(|p| p.time))
+            .product()
+    }
+
+    /// One-line description, e.g. `crnn: conv3×3 1→32 LP(2,4) → 32→128 → … ; BiGRU 2×128`.
+    pub fn summary(&self) -> String {
+        let mut c_in = 1;
+        let mut parts = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let mut s = format!("{c_in}→{}", b.channels);
+            if let Some(p) = b.pool {
+                s.push_str(&format!(" LP({},{})", p.time, p.mel));
+            }
+            parts.push(s);
+            c_in = b.channels;
+        }
+        format!(
+            "crnn: BN→conv{k}×{k}→LeakyReLU({}) blocks {}; LP p = {}; BiGRU 2×{}; \
+             linear-softmax clip pooling",
+            self.leaky_slope,
+            parts.join(" → "),
+            self.lp_p,
+            self.gru_hidden,
+            k = self.kernel,
+        )
+    }
+
+    /// Mel bands left after the pools.
+    pub fn mels_out(&self, n_mels: usize) -> usize {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.pool.map(|p| p.mel))
+            .fold(n_mels, |m, k| m / k)
+    }
+}
+
+/// The CDur-style CRNN. Tensors: `blocks.{i}.bn.{weight,bias,running_mean,running_var}`,
+/// `blocks.{i}.conv.weight`, `gru.{fwd,bwd}.{weight_ih_l0,…}`, `out.{weight,bias}`.
+#[derive(Debug, Clone)]
+pub struct Crnn {
+    /// Conv blocks, each with its optional LP pool.
+    blocks: Vec<(ConvBlock, Option<LpPool2d>)>,
+    /// Recurrent part.
+    gru: BiGru,
+    /// Frame classifier (logits).
+    out: Linear,
+    /// Input mel bands.
+    n_mels: usize,
+    /// Product of the time pools.
+    min_frames: usize,
+}
+
+impl Crnn {
+    /// Builds the CRNN for `n_mels` bands and `n_classes` classes; validates `cfg`.
+    pub fn new(
+        cfg: &CrnnConfig,
+        n_mels: usize,
+        n_classes: usize,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, ModelError> {
+        cfg.validate(n_mels, n_classes)?;
+        let mut blocks = Vec::with_capacity(cfg.blocks.len());
+        let mut c_in = 1;
+        let vbb = vb.pp("blocks");
+        for (i, b) in cfg.blocks.iter().enumerate() {
+            let block = ConvBlock::new(c_in, b.channels, cfg.kernel, cfg.leaky_slope, vbb.pp(i))?;
+            let pool = b.pool.map(|p| LpPool2d::new(cfg.lp_p, p.time, p.mel));
+            blocks.push((block, pool));
+            c_in = b.channels;
+        }
+        let gru_in = c_in * cfg.mels_out(n_mels);
+        let gru = BiGru::new(gru_in, cfg.gru_hidden, vb.pp("gru"))?;
+        let out = candle_nn::linear(gru.out_dim(), n_classes, vb.pp("out"))?;
+        Ok(Self {
+            blocks,
+            gru,
+            out,
+            n_mels,
+            min_frames: cfg.min_frames(),
+        })
+    }
+}
+
+impl SedNet for Crnn {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
+        let (b, t, f) = x.dims3()?;
+        if f != self.n_mels || t < self.min_frames {
+            candle_core::bail!(
+                "CRNN input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
+                self.n_mels,
+                self.min_frames
+            );
+        }
+        let mut h = x.unsqueeze(1)?; // (B, 1, T, F)
+        for (block, pool) in &self.blocks {
+            h = block.forward_t(&h, train)?;
+            if let Some(pool) = pool {
+                h = pool.forward(&h)?;
+            }
+        }
+        let (_, c, tp, fp) = h.dims4()?;
+        let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
+        let h = self.gru.forward(&h)?;
+        let frame = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?.clamp(1e-7, 1.0)?;
+        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
+        let frame = interpolate_linear(&frame, 1, t)?;
+        Ok(SedOutput { frame, clip })
+    }
+
+    fn min_frames(&self) -> usize {
+        self.min_frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    fn tiny() -> CrnnConfig {
+        CrnnConfig {
+            blocks: vec![
+                CrnnBlock {
+                    channels: 2,
+                    pool: Some(PoolSize { time: 2, mel: 2 }),
+                },
+                CrnnBlock {
+                    channels: 3,
+                    pool: Some(PoolSize { time: 1, mel: 2 }),
+                },
+            ],
+            gru_hidden: 2,
+            ..CrnnConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_is_cdur_and_needs_four_frames_and_64_mels() {
+        let c = CrnnConfig::default();
+        assert_eq!(c.min_frames(), 4);
+        assert_eq!(c.mels_out(64), 1);
+        c.validate(64, 10).unwrap();
+        let e = c.validate(32, 10).unwrap_err().to_string();
+        assert!(e.contains("crnn.blocks[4].pool.mel") && e.contains("32"), "{e}");
+        assert!(c.validate(64, 0).unwrap_err().to_string().contains("classes"));
+        let bad = CrnnConfig {
+            kernel: 4,
+            ..CrnnConfig::default()
+        };
+        assert!(bad.validate(64, 1).unwrap_err().to_string().contains("crnn.kernel"));
+    }
+
+    #[test]
+    fn forward_shapes_for_several_lengths() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 1, DType::F32, &Device::Cpu);
+        let net = Crnn::new(&CrnnConfig::default(), 64, 3, vb).unwrap();
+        assert_eq!(net.min_frames(), 4);
+        for t in [4, 5, 7, 33, 101] {
+            let x = gradcheck::rand_tensor(&[2, t, 64], t as u64)
+                .to_dtype(DType::F32)
+                .unwrap();
+            let out = net.forward_t(&x, false).unwrap();
+            assert_eq!(out.frame.dims(), &[2, t, 3], "T = {t}");
+            assert_eq!(out.clip.dims(), &[2, 3], "T = {t}");
+            let v: Vec<f32> = out.frame.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(v.iter().all(|p| (1e-7..=1.0).contains(p)), "T = {t}");
+        }
+        let x = Tensor::zeros((1, 3, 64), DType::F32, &Device::Cpu).unwrap();
+        assert!(net.forward_t(&x, false).is_err());
+        let x = Tensor::zeros((1, 8, 40), DType::F32, &Device::Cpu).unwrap();
+        assert!(net.forward_t(&x, false).is_err());
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = Crnn::new(&tiny(), 4, 2, vb).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 4], 3)).unwrap();
+        let frame = || net.forward_t(x.as_tensor(), true).map(|o| o.frame);
+        gradcheck::check(&map, &[("x", &x)], frame, 1e-5);
+        let clip = || net.forward_t(x.as_tensor(), true).map(|o| o.clip);
+        gradcheck::check(&map, &[("x", &x)], clip, 1e-5);
+    }
 }

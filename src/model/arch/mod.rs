@@ -1,15 +1,140 @@
 //! Architectures: one file each, composed only from `model::layers`.
+//!
+//! Every architecture implements [`SedNet`]: log-mel frames `(B, T, F)` in, frame
+//! probabilities at the input frame rate and clip probabilities out. [`build`] makes one
+//! from its [`ArchConfig`] (as stored in the model file) and a `VarBuilder`, so the
+//! same call builds a network for training (`VarMap`) or inference (model file).
 
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
+
+use super::layers::ShapeRecorder;
+use super::ModelError;
 
 pub mod crnn;
 
-pub use crnn::CrnnConfig;
+pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 
-/// Architecture name and parameters, as stored in the model file (`arch`).
+/// Architecture name and parameters, as stored in the model file (`arch`):
+/// `{"name": "crnn", ...params}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum ArchConfig {
     /// CDur-style CRNN baseline.
     Crnn(CrnnConfig),
+}
+
+impl Default for ArchConfig {
+    /// The CDur-size CRNN.
+    fn default() -> Self {
+        ArchConfig::Crnn(CrnnConfig::default())
+    }
+}
+
+impl ArchConfig {
+    /// The architecture's name as written in the model file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchConfig::Crnn(_) => "crnn",
+        }
+    }
+
+    /// Checks the parameters for `n_mels` input bands and `n_classes` outputs; the
+    /// error names the first bad parameter.
+    pub fn validate(&self, n_mels: usize, n_classes: usize) -> Result<(), ModelError> {
+        match self {
+            ArchConfig::Crnn(c) => c.validate(n_mels, n_classes),
+        }
+    }
+
+    /// One-line human description of the architecture and its parameters.
+    pub fn summary(&self) -> String {
+        match self {
+            ArchConfig::Crnn(c) => c.summary(),
+        }
+    }
+
+    /// Fewest input frames for which no pooling produces zero frames.
+    pub fn min_frames(&self) -> usize {
+        match self {
+            ArchConfig::Crnn(c) => c.min_frames(),
+        }
+    }
+}
+
+/// Outputs of a SED network for a batch of `B` windows of `T` frames and `C` classes.
+#[derive(Debug, Clone)]
+pub struct SedOutput {
+    /// Frame-level (strong) probabilities at the input frame rate, `(B, T, C)`.
+    pub frame: Tensor,
+    /// Clip-level (weak) probabilities, `(B, C)`.
+    pub clip: Tensor,
+}
+
+/// A sound event detection network.
+pub trait SedNet: Send + Sync {
+    /// Runs the network on log-mel frames `x (B, T, F)`, `T ≥ min_frames()`.
+    /// `train` selects training behaviour (batch statistics, running-stat updates).
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<SedOutput>;
+    /// Fewest frames `T` the network accepts (its pools must not produce 0 frames).
+    fn min_frames(&self) -> usize;
+}
+
+/// Builds the network described by `arch` for `n_mels` input bands and `n_classes`
+/// outputs, taking its tensors from `vb` (validated parameters first).
+pub fn build(
+    arch: &ArchConfig,
+    n_mels: usize,
+    n_classes: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn SedNet>, ModelError> {
+    arch.validate(n_mels, n_classes)?;
+    Ok(match arch {
+        ArchConfig::Crnn(c) => Box::new(Crnn::new(c, n_mels, n_classes, vb)?),
+    })
+}
+
+/// The tensors (name, shape) the architecture expects, in construction order.
+pub fn expected_tensors(
+    arch: &ArchConfig,
+    n_mels: usize,
+    n_classes: usize,
+) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+    let recorder = ShapeRecorder::default();
+    let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
+    build(arch, n_mels, n_classes, vb)?;
+    Ok(recorder.tensors())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_json_is_tagged_by_name_and_rejects_unknown_keys() {
+        let a: ArchConfig = serde_json::from_str(r#"{"name":"crnn"}"#).unwrap();
+        assert_eq!(a, ArchConfig::default());
+        let j = serde_json::to_value(&a).unwrap();
+        assert_eq!(j["name"], "crnn");
+        let back: ArchConfig = serde_json::from_value(j).unwrap();
+        assert_eq!(back, a);
+        let e = serde_json::from_str::<ArchConfig>(r#"{"name":"crnn","gru_hiden":3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gru_hiden"), "{e}");
+        assert!(serde_json::from_str::<ArchConfig>(r#"{"name":"cnn"}"#).is_err());
+    }
+
+    #[test]
+    fn expected_tensors_of_the_default_crnn() {
+        let t = expected_tensors(&ArchConfig::default(), 64, 10).unwrap();
+        let find = |n: &str| t.iter().find(|(name, _)| name == n).map(|(_, s)| s.clone());
+        assert_eq!(find("blocks.0.bn.running_var"), Some(vec![1]));
+        assert_eq!(find("blocks.1.conv.weight"), Some(vec![128, 32, 3, 3]));
+        assert_eq!(find("gru.fwd.weight_ih_l0"), Some(vec![384, 128]));
+        assert_eq!(find("gru.bwd.weight_hh_l0"), Some(vec![384, 128]));
+        assert_eq!(find("out.weight"), Some(vec![10, 256]));
+        assert_eq!(t.len(), 5 * 5 + 8 + 2);
+    }
 }

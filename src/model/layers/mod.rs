@@ -1,1 +1,25 @@
-//! Shared candle layers (skeleton; the model helper fills this).
+//! Shared candle layers, each a struct with a `VarBuilder` constructor and `Module` /
+//! `ModuleT` impl, so that the same code builds a network for training (`VarMap`) and
+//! for inference (weights from a model file). Tensor names mirror the struct tree
+//! (`vb.pp("name")`); norms and recurrent layers use PyTorch's tensor names.
+//!
+//! Every layer with a backward pass has a finite-difference gradient check in its
+//! tests: candle 0.11 has silently wrong gradients for some of its own operations.
+
+pub mod activation;
+pub mod batch_norm;
+pub mod conv;
+#[cfg(test)]
+pub(crate) mod gradcheck;
+pub mod gru;
+pub mod init;
+pub mod interp;
+pub mod pool;
+
+pub use activation::LeakyRelu;
+pub use batch_norm::BatchNorm;
+pub use conv::{Conv2dSame, ConvBlock};
+pub use gru::{BiGru, Gru};
+pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
+pub use interp::{interpolate_linear, linear_positions};
+pub use pool::{linear_softmax_pool, LpPool2d};

@@ -1,0 +1,162 @@
+//! Batch normalisation over the channel axis (dimension 1), as PyTorch `BatchNorm2d`.
+
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Init, ModuleT, VarBuilder};
+
+/// Batch normalisation of `(B, C, …)` tensors over every axis but the channel axis.
+///
+/// Training normalises with the batch statistics (biased variance) and updates the
+/// running statistics with `momentum` (unbiased variance), as PyTorch. Inference uses
+/// the running statistics folded into one scale and one shift per channel.
+/// Tensors: `weight`, `bias`, `running_mean`, `running_var` (PyTorch's names; its
+/// `num_batches_tracked` is not used).
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    /// Per-channel scale γ, `(C)`.
+    weight: Tensor,
+    /// Per-channel shift β, `(C)`.
+    bias: Tensor,
+    /// Running mean, updated in training, `(C)`.
+    running_mean: Var,
+    /// Running (unbiased) variance, updated in training, `(C)`.
+    running_var: Var,
+    /// Added to the variance before the square root.
+    eps: f64,
+    /// Weight of the newest batch in the running statistics.
+    momentum: f64,
+}
+
+impl BatchNorm {
+    /// A batch norm of `channels` channels with PyTorch's defaults (eps 1e-5, momentum 0.1).
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_params(channels, 1e-5, 0.1, vb)
+    }
+
+    /// A batch norm with explicit `eps` and `momentum`.
+    pub fn with_params(channels: usize, eps: f64, momentum: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Ok(Self {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps,
+            momentum,
+        })
+    }
+
+    /// The running mean.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running variance.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// Shape `(1, C, 1, …)` that broadcasts a per-channel vector against `x`.
+    fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
+        (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        if x.rank() < 2 || x.dim(1)? != c {
+            candle_core::bail!(
+                "batch norm of {c} channels got input of shape {:?}",
+                x.shape()
+            );
+        }
+        let shape = Self::channel_shape(x, c);
+        if train {
+            let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
+            let n = x.elem_count() / c;
+            let mean = (x.sum_keepdim(axes.as_slice())? / n as f64)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = (centred.sqr()?.sum_keepdim(axes.as_slice())? / n as f64)?;
+            let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
+            let y = centred.broadcast_mul(&inv_std)?;
+            // Running statistics (no gradient), PyTorch's update rule.
+            let m = self.momentum;
+            let mean_d = mean.detach().flatten_all()?.to_dtype(self.running_mean.dtype())?;
+            let unbiased = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
+            let var_d = (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
+            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
+            let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
+                .broadcast_add(&self.bias.reshape(shape.as_slice())?)
+        } else {
+            let rv = self.running_var.as_detached_tensor();
+            let rm = self.running_mean.as_detached_tensor();
+            let scale = (&self.weight / (rv + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (rm * &scale)?)?;
+            let dtype = x.dtype();
+            let (scale, shift) = if scale.dtype() == dtype {
+                (scale, shift)
+            } else {
+                (scale.to_dtype(dtype)?, shift.to_dtype(dtype)?)
+            };
+            x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
+                .broadcast_add(&shift.reshape(shape.as_slice())?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn train_normalises_and_updates_running_stats_like_pytorch() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 0, DType::F64, &dev);
+        let bn = BatchNorm::new(2, vb).unwrap();
+        // Channel 0: 1, 2, 3, 4; channel 1: 10, 10, 10, 14. Shape (2, 2, 1, 2).
+        let x = Tensor::new(&[1.0f64, 2.0, 10.0, 10.0, 3.0, 4.0, 10.0, 14.0], &dev)
+            .unwrap()
+            .reshape((2, 2, 1, 2))
+            .unwrap();
+        let y = bn.forward_t(&x, true).unwrap();
+        let y: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+        // Channel 0: mean 2.5, biased var 1.25.
+        let s0 = (1.25f64 + 1e-5).sqrt();
+        assert!((y[0] - (1.0 - 2.5) / s0).abs() < 1e-12);
+        assert!((y[5] - (4.0 - 2.5) / s0).abs() < 1e-12);
+        // Channel 1: mean 11, biased var 3, unbiased 4.
+        let rm: Vec<f64> = bn.running_mean().to_vec1().unwrap();
+        let rv: Vec<f64> = bn.running_var().to_vec1().unwrap();
+        assert!((rm[0] - 0.25).abs() < 1e-12 && (rm[1] - 1.1).abs() < 1e-12, "{rm:?}");
+        let want_rv0 = 0.9 + 0.1 * (1.25 * 4.0 / 3.0);
+        assert!((rv[0] - want_rv0).abs() < 1e-12 && (rv[1] - (0.9 + 0.4)).abs() < 1e-12, "{rv:?}");
+        // Inference uses the running statistics.
+        let e: Vec<f64> = bn.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!((e[0] - (1.0 - 0.25) / (want_rv0 + 1e-5).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 0, DType::F64, &dev);
+        let bn = BatchNorm::new(3, vb).unwrap();
+        // Non-trivial affine parameters.
+        for (name, seed) in [("weight", 5), ("bias", 6)] {
+            let v = map.data().lock().unwrap().get(name).unwrap().clone();
+            v.set(&gradcheck::rand_tensor(&[3], seed)).unwrap();
+        }
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 2, 3], 2)).unwrap();
+        gradcheck::check(&map, &[("x", &x)], || bn.forward_t(x.as_tensor(), true), 1e-6);
+    }
+}

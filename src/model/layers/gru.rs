@@ -1,0 +1,318 @@
+//! GRU and bidirectional GRU over `(B, T, I)` sequences, PyTorch-compatible.
+//!
+//! The input projections of all steps are computed in one matrix product before the
+//! loop; each step then only multiplies the hidden state by the recurrent weights.
+//! (candle's own `GRU::states_to_tensor` returns a wrongly shaped tensor; it is not
+//! used.)
+//!
+//! When no gradient can flow (neither the input nor the weights track operations, as
+//! in inference from a model file), the recurrence runs as a plain loop over `f32`
+//! slices instead of a dozen small candle operations per step.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// One GRU layer, one direction, PyTorch equations and gate order (r, z, n):
+///
+/// ```text
+/// r = σ(W_ir x + b_ir + W_hr h + b_hr)
+/// z = σ(W_iz x + b_iz + W_hz h + b_hz)
+/// n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+/// h' = (1 − z) ⊙ n + z ⊙ h
+/// ```
+///
+/// Tensors (PyTorch's names): `weight_ih_l0 (3H, I)`, `weight_hh_l0 (3H, H)`,
+/// `bias_ih_l0 (3H)`, `bias_hh_l0 (3H)`, initialised `U(−1/√H, 1/√H)` as PyTorch.
+#[derive(Debug, Clone)]
+pub struct Gru {
+    /// Input weights, `(3H, I)`.
+    w_ih: Tensor,
+    /// Recurrent weights, `(3H, H)`.
+    w_hh: Tensor,
+    /// Input bias, `(3H)`.
+    b_ih: Tensor,
+    /// Recurrent bias, `(3H)`.
+    b_hh: Tensor,
+    /// Hidden size H.
+    hidden: usize,
+}
+
+impl Gru {
+    /// A GRU from `input` features to `hidden` units.
+    pub fn new(input: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        let k = 1.0 / (hidden as f64).sqrt();
+        let init = Init::Uniform { lo: -k, up: k };
+        Ok(Self {
+            w_ih: vb.get_with_hints((3 * hidden, input), "weight_ih_l0", init)?,
+            w_hh: vb.get_with_hints((3 * hidden, hidden), "weight_hh_l0", init)?,
+            b_ih: vb.get_with_hints(3 * hidden, "bias_ih_l0", init)?,
+            b_hh: vb.get_with_hints(3 * hidden, "bias_hh_l0", init)?,
+            hidden,
+        })
+    }
+
+    /// Hidden size H.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Runs over `x (B, T, I)` from a zero state, forwards in time or (with `reverse`)
+    /// backwards; returns the hidden states `(B, T, H)` in input time order.
+    pub fn forward_dir(&self, x: &Tensor, reverse: bool) -> Result<Tensor> {
+        let (b, t, i) = x.dims3()?;
+        let h = self.hidden;
+        if t == 0 {
+            candle_core::bail!("GRU over an empty sequence");
+        }
+        // All input projections at once: (B·T, I) × (I, 3H) + b_ih.
+        let x2 = if x.is_contiguous() {
+            x.reshape((b * t, i))?
+        } else {
+            x.contiguous()?.reshape((b * t, i))?
+        };
+        let xp = x2
+            .matmul(&self.w_ih.t()?)?
+            .broadcast_add(&self.b_ih)?
+            .reshape((b, t, 3 * h))?;
+        let tracked = [x, &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh]
+            .iter()
+            .any(|t| t.track_op());
+        if !tracked && x.dtype() == DType::F32 {
+            return self.recur_f32(&xp, reverse);
+        }
+        let w_hh_t = self.w_hh.t()?;
+        let mut state = Tensor::zeros((b, h), x.dtype(), x.device())?;
+        let mut outs: Vec<Tensor> = Vec::with_capacity(t);
+        for step in 0..t {
+            let s = if reverse { t - 1 - step } else { step };
+            let xs = xp.narrow(1, s, 1)?.squeeze(1)?; // (B, 3H)
+            let hs = state.matmul(&w_hh_t)?.broadcast_add(&self.b_hh)?; // (B, 3H)
+            let rz = candle_nn::ops::sigmoid(&(xs.narrow(1, 0, 2 * h)? + hs.narrow(1, 0, 2 * h)?)?)?;
+            let r = rz.narrow(1, 0, h)?;
+            let z = rz.narrow(1, h, h)?;
+            let n = (xs.narrow(1, 2 * h, h)? + (r * hs.narrow(1, 2 * h, h)?)?)?.tanh()?;
+            // h' = n + z ⊙ (h − n)
+            state = (&n + (z * (&state - &n)?)?)?;
+            outs.push(state.clone());
+        }
+        if reverse {
+            outs.reverse();
+        }
+        Tensor::stack(&outs, 1)
+    }
+}
+
+impl Gru {
+    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih.
+    fn recur_f32(&self, xp: &Tensor, reverse: bool) -> Result<Tensor> {
+        let (b, t, h3) = xp.dims3()?;
+        let h = self.hidden;
+        let xp = xp.flatten_all()?.to_vec1::<f32>()?;
+        let w = self.w_hh.flatten_all()?.to_vec1::<f32>()?;
+        let bh = self.b_hh.to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * t * h];
+        let mut state = vec![0f32; h];
+        let mut gh = vec![0f32; h3];
+        for bi in 0..b {
+            state.fill(0.0);
+            for step in 0..t {
+                let s = if reverse { t - 1 - step } else { step };
+                for (g, (o, row)) in gh.iter_mut().zip(w.chunks_exact(h)).enumerate() {
+                    *o = bh[g] + dot(row, &state);
+                }
+                let xs = &xp[(bi * t + s) * h3..(bi * t + s + 1) * h3];
+                let dst = &mut out[(bi * t + s) * h..(bi * t + s + 1) * h];
+                for j in 0..h {
+                    let r = sigmoid(xs[j] + gh[j]);
+                    let z = sigmoid(xs[h + j] + gh[h + j]);
+                    let n = (xs[2 * h + j] + r * gh[2 * h + j]).tanh();
+                    let new = n + z * (state[j] - n);
+                    dst[j] = new;
+                    state[j] = new;
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, t, h), self.w_hh.device())
+    }
+}
+
+/// Logistic function.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Dot product with eight independent accumulators (vectorises without fast-math).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Bidirectional single-layer GRU: a forward GRU under `fwd.` and a backward GRU under
+/// `bwd.`; output `(B, T, 2H)` = forward states then backward states, as PyTorch.
+#[derive(Debug, Clone)]
+pub struct BiGru {
+    /// Runs forwards in time.
+    fwd: Gru,
+    /// Runs backwards in time.
+    bwd: Gru,
+}
+
+impl BiGru {
+    /// A bidirectional GRU from `input` features to `hidden` units per direction.
+    pub fn new(input: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fwd: Gru::new(input, hidden, vb.pp("fwd"))?,
+            bwd: Gru::new(input, hidden, vb.pp("bwd"))?,
+        })
+    }
+
+    /// Output features per step, 2H.
+    pub fn out_dim(&self) -> usize {
+        2 * self.fwd.hidden()
+    }
+}
+
+impl candle_core::Module for BiGru {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.fwd.forward_dir(x, false)?;
+        let b = self.bwd.forward_dir(x, true)?;
+        Tensor::cat(&[f, b], D::Minus1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::{DType, Device, Module, Var};
+    use candle_nn::VarMap;
+
+    /// The GRU equations written out with plain f64 loops.
+    fn reference(gru: &Gru, x: &[Vec<f64>], reverse: bool) -> Vec<Vec<f64>> {
+        let m = |t: &Tensor| t.to_vec2::<f64>().unwrap();
+        let v = |t: &Tensor| t.to_vec1::<f64>().unwrap();
+        let (wi, wh, bi, bh) = (m(&gru.w_ih), m(&gru.w_hh), v(&gru.b_ih), v(&gru.b_hh));
+        let h = gru.hidden;
+        let sig = |a: f64| 1.0 / (1.0 + (-a).exp());
+        let mut state = vec![0.0; h];
+        let mut out = vec![vec![]; x.len()];
+        let order: Vec<usize> = if reverse {
+            (0..x.len()).rev().collect()
+        } else {
+            (0..x.len()).collect()
+        };
+        for s in order {
+            let gi: Vec<f64> = (0..3 * h)
+                .map(|g| bi[g] + wi[g].iter().zip(&x[s]).map(|(a, b)| a * b).sum::<f64>())
+                .collect();
+            let gh: Vec<f64> = (0..3 * h)
+                .map(|g| bh[g] + wh[g].iter().zip(&state).map(|(a, b)| a * b).sum::<f64>())
+                .collect();
+            let new: Vec<f64> = (0..h)
+                .map(|j| {
+                    let r = sig(gi[j] + gh[j]);
+                    let z = sig(gi[h + j] + gh[h + j]);
+                    let n = (gi[2 * h + j] + r * gh[2 * h + j]).tanh();
+                    (1.0 - z) * n + z * state[j]
+                })
+                .collect();
+            state = new;
+            out[s] = state.clone();
+        }
+        out
+    }
+
+    #[test]
+    fn bigru_matches_the_equations_and_names_tensors() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 11, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(3, 4, vb.pp("gru")).unwrap();
+        let mut names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "gru.bwd.bias_hh_l0",
+                "gru.bwd.bias_ih_l0",
+                "gru.bwd.weight_hh_l0",
+                "gru.bwd.weight_ih_l0",
+                "gru.fwd.bias_hh_l0",
+                "gru.fwd.bias_ih_l0",
+                "gru.fwd.weight_hh_l0",
+                "gru.fwd.weight_ih_l0",
+            ]
+        );
+        let x = gradcheck::rand_tensor(&[2, 5, 3], 2);
+        let y = bigru.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 5, 8]);
+        for bi in 0..2 {
+            let xb = x.get(bi).unwrap().to_vec2::<f64>().unwrap();
+            let yb = y.get(bi).unwrap().to_vec2::<f64>().unwrap();
+            let f = reference(&bigru.fwd, &xb, false);
+            let b = reference(&bigru.bwd, &xb, true);
+            for t in 0..5 {
+                let want: Vec<f64> = f[t].iter().chain(&b[t]).copied().collect();
+                for (g, w) in yb[t].iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-12, "batch {bi} step {t}: {:?} vs {want:?}", yb[t]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 12, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(3, 2, vb).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 3], 3)).unwrap();
+        gradcheck::check(&map, &[("x", &x)], || bigru.forward(x.as_tensor()), 1e-6);
+    }
+
+    #[test]
+    fn plain_loop_equals_the_differentiable_path() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 13, DType::F32, &Device::Cpu);
+        let bigru = BiGru::new(5, 12, vb).unwrap();
+        let x = gradcheck::rand_tensor(&[2, 9, 5], 4).to_dtype(DType::F32).unwrap();
+        // The VarMap's weights are variables: the candle-operation path.
+        let slow = bigru.forward(&x).unwrap();
+        // Detached copies of the weights: the plain loop.
+        let detached = |g: &Gru| Gru {
+            w_ih: g.w_ih.detach(),
+            w_hh: g.w_hh.detach(),
+            b_ih: g.b_ih.detach(),
+            b_hh: g.b_hh.detach(),
+            hidden: g.hidden,
+        };
+        let fast_gru = BiGru {
+            fwd: detached(&bigru.fwd),
+            bwd: detached(&bigru.bwd),
+        };
+        let fast = fast_gru.forward(&x).unwrap();
+        assert!(!fast.track_op() && slow.track_op());
+        let d = (slow - fast).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn single_step_sequence_works() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 12, DType::F32, &Device::Cpu);
+        let bigru = BiGru::new(3, 2, vb).unwrap();
+        let x = Tensor::ones((1, 1, 3), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(bigru.forward(&x).unwrap().dims(), &[1, 1, 4]);
+    }
+}

@@ -1,0 +1,104 @@
+//! Linear interpolation along one axis (frame-rate restoration after time pooling).
+
+use candle_core::{Result, Tensor};
+
+/// Source positions of linear interpolation from `n_in` to `n_out` samples, as torch
+/// `F.interpolate(mode="linear", align_corners=False)` with an output size: output `i`
+/// reads `src = max(0, (i + ½)·n_in/n_out − ½)`, between `i0 = ⌊src⌋` and
+/// `i1 = min(i0 + 1, n_in − 1)` with weight `λ = src − i0` on `i1`.
+pub fn linear_positions(n_in: usize, n_out: usize) -> (Vec<u32>, Vec<u32>, Vec<f64>) {
+    let scale = n_in as f64 / n_out as f64;
+    let mut i0 = Vec::with_capacity(n_out);
+    let mut i1 = Vec::with_capacity(n_out);
+    let mut lambda = Vec::with_capacity(n_out);
+    for i in 0..n_out {
+        let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let lo = (src.floor() as usize).min(n_in - 1);
+        let hi = (lo + 1).min(n_in - 1);
+        i0.push(lo as u32);
+        i1.push(hi as u32);
+        lambda.push(src - lo as f64);
+    }
+    (i0, i1, lambda)
+}
+
+/// Resamples `x` linearly along axis `dim` to `n_out` entries (see [`linear_positions`]).
+/// An axis already of length `n_out` is returned unchanged.
+pub fn interpolate_linear(x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
+    let n_in = x.dim(dim)?;
+    if n_in == 0 || n_out == 0 {
+        candle_core::bail!("linear interpolation from {n_in} to {n_out} entries");
+    }
+    if n_in == n_out {
+        return Ok(x.clone());
+    }
+    let dev = x.device();
+    let (i0, i1, lambda) = linear_positions(n_in, n_out);
+    let mut wshape = vec![1usize; x.rank()];
+    wshape[dim] = n_out;
+    let lambda = Tensor::from_vec(lambda, wshape.as_slice(), dev)?.to_dtype(x.dtype())?;
+    let a = x.index_select(&Tensor::from_vec(i0, n_out, dev)?, dim)?;
+    let b = x.index_select(&Tensor::from_vec(i1, n_out, dev)?, dim)?;
+    // a + λ (b − a)
+    a.add(&(b - &a)?.broadcast_mul(&lambda)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::gradcheck;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn upsampling_by_four_matches_hand_computed_values() {
+        // torch: F.interpolate(tensor([[[0., 4., 8.]]]), 12, mode="linear")
+        // = [0, 0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8, 8]
+        let x = Tensor::new(&[[0.0f64], [4.0], [8.0]], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let y: Vec<f64> = interpolate_linear(&x, 1, 12)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = [0.0, 0.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.0, 8.0];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn odd_ratio_matches_hand_computed_values() {
+        // 2 → 5: scale 0.4; src = 0→0, 1→0.1, 2→0.5, 3→0.9, 4→1.3 (clamped to index 1).
+        let x = Tensor::new(&[1.0f64, 3.0], &Device::Cpu).unwrap();
+        let y: Vec<f64> = interpolate_linear(&x, 0, 5).unwrap().to_vec1().unwrap();
+        let want = [1.0, 1.2, 2.0, 2.8, 3.0];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn same_length_is_identity_and_empty_is_an_error() {
+        let x = gradcheck::rand_tensor(&[1, 4, 2], 1);
+        let y = interpolate_linear(&x, 1, 4).unwrap();
+        assert_eq!(y.to_vec3::<f64>().unwrap(), x.to_vec3::<f64>().unwrap());
+        assert!(interpolate_linear(&x, 1, 0).is_err());
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 2], 7)).unwrap();
+        for n_out in [1, 5, 7, 12] {
+            gradcheck::check(
+                &VarMap::new(),
+                &[("x", &x)],
+                || interpolate_linear(x.as_tensor(), 1, n_out),
+                1e-6,
+            );
+        }
+    }
+}

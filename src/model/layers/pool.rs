@@ -1,0 +1,146 @@
+//! Pooling: LP pooling over (time, mel) windows and clip-level pooling over time.
+
+use candle_core::{Module, Result, Tensor};
+
+/// Raises `|x|` to the power `p`, exactly for p = 1, 2, 4 (the common cases).
+fn abs_pow(x: &Tensor, p: f64) -> Result<Tensor> {
+    if p == 2.0 {
+        x.sqr()
+    } else if p == 4.0 {
+        x.sqr()?.sqr()
+    } else if p == 1.0 {
+        x.abs()
+    } else {
+        x.abs()?.powf(p)
+    }
+}
+
+/// `x^(1/p)` for `x ≥ 0`.
+fn root(x: &Tensor, p: f64) -> Result<Tensor> {
+    if p == 2.0 {
+        x.sqrt()
+    } else if p == 4.0 {
+        x.sqrt()?.sqrt()
+    } else if p == 1.0 {
+        Ok(x.clone())
+    } else {
+        x.powf(1.0 / p)
+    }
+}
+
+/// LP pooling of `(B, C, T, F)` over non-overlapping `(kt, kf)` windows:
+/// `(Σ |x|^p)^(1/p)`, as torch `lp_pool2d(x, p, (kt, kf))` (stride = kernel, trailing
+/// rows/columns that do not fill a window are dropped). Output `(B, C, T/kt, F/kf)`.
+///
+/// For even `p` this equals torch exactly; torch has no defined result for negative
+/// inputs with odd `p`, where this uses `|x|`.
+#[derive(Debug, Clone, Copy)]
+pub struct LpPool2d {
+    /// The norm's exponent, ≥ 1.
+    p: f64,
+    /// Window (and stride) along time.
+    kt: usize,
+    /// Window (and stride) along mel bands.
+    kf: usize,
+}
+
+impl LpPool2d {
+    /// LP pooling with exponent `p` over `(kt, kf)` windows.
+    pub fn new(p: f64, kt: usize, kf: usize) -> Self {
+        Self { p, kt, kf }
+    }
+
+    /// Output length of an axis of length `n` pooled by `k`.
+    pub fn out_len(n: usize, k: usize) -> usize {
+        n / k
+    }
+}
+
+impl Module for LpPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, t, f) = x.dims4()?;
+        let (to, fo) = (t / self.kt, f / self.kf);
+        if to == 0 || fo == 0 {
+            candle_core::bail!(
+                "LP pool ({}, {}) needs an input of at least that size, got {:?}",
+                self.kt,
+                self.kf,
+                x.shape()
+            );
+        }
+        if self.kt == 1 && self.kf == 1 {
+            return Ok(x.clone());
+        }
+        // Only whole windows: trailing rows/columns are cut before pooling, so the
+        // backward of `avg_pool2d` (correct when the size is a multiple of the kernel
+        // and stride = kernel) never sees a remainder.
+        let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
+        let s = (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
+        root(&s, self.p)
+    }
+}
+
+/// Linear-softmax pooling over axis `dim`: `Σ p² / Σ p` (Wang et al. 2019), for
+/// probabilities `p > 0`. The axis is removed.
+pub fn linear_softmax_pool(p: &Tensor, dim: usize) -> Result<Tensor> {
+    p.sqr()?.sum(dim)?.div(&p.sum(dim)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::gradcheck;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn lp_pool_matches_hand_computed_values_and_drops_the_remainder() {
+        // (1, 1, 3, 2): pooled by (2, 2) → one window of rows 0–1; row 2 dropped.
+        let x = Tensor::new(&[1.0f64, -2.0, 3.0, 0.5, 9.0, 9.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 2))
+            .unwrap();
+        let y = LpPool2d::new(4.0, 2, 2).forward(&x).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 1, 1]);
+        let want = (1.0f64 + 16.0 + 81.0 + 0.0625).powf(0.25);
+        let got = y.flatten_all().unwrap().to_vec1::<f64>().unwrap()[0];
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        let y3 = LpPool2d::new(3.0, 1, 2).forward(&x).unwrap();
+        let got: Vec<f64> = y3.flatten_all().unwrap().to_vec1().unwrap();
+        let want = [9.0f64.cbrt(), (27.0f64 + 0.125).cbrt(), 1458.0f64.cbrt()];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn lp_pool_too_small_input_is_an_error() {
+        let x = Tensor::zeros((1, 1, 1, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(LpPool2d::new(4.0, 2, 4).forward(&x).is_err());
+    }
+
+    #[test]
+    fn lp_pool_gradient_matches_finite_differences() {
+        for (p, kt, kf) in [(4.0, 2, 2), (3.0, 2, 1), (2.0, 1, 3)] {
+            let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 5, 7], 4)).unwrap();
+            let pool = LpPool2d::new(p, kt, kf);
+            gradcheck::check(&VarMap::new(), &[("x", &x)], || pool.forward(x.as_tensor()), 1e-6);
+        }
+    }
+
+    #[test]
+    fn linear_softmax_matches_hand_computed_values() {
+        // (1, 3, 2): class 0 probs 0.1, 0.5, 0.9; class 1 probs 0.2, 0.2, 0.2.
+        let p = Tensor::new(&[[[0.1f64, 0.2], [0.5, 0.2], [0.9, 0.2]]], &Device::Cpu).unwrap();
+        let c: Vec<f64> = linear_softmax_pool(&p, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!((c[0] - (0.01 + 0.25 + 0.81) / 1.5).abs() < 1e-12, "{c:?}");
+        assert!((c[1] - 0.2).abs() < 1e-12, "{c:?}");
+    }
+
+    #[test]
+    fn linear_softmax_gradient_matches_finite_differences() {
+        let p = gradcheck::rand_tensor(&[2, 4, 3], 5).affine(0.4, 0.5).unwrap();
+        let p = Var::from_tensor(&p).unwrap();
+        gradcheck::check(&VarMap::new(), &[("p", &p)], || linear_softmax_pool(p.as_tensor(), 1), 1e-6);
+    }
+}
