@@ -13,9 +13,7 @@ use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{SedNet, SedOutput};
-use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d,
-};
+use crate::model::layers::{interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d};
 use crate::model::ModelError;
 
 /// Pooling window (= stride) of a block, in frames and mel bands.
@@ -99,10 +97,18 @@ impl CrnnConfig {
             );
         }
         if self.kernel % 2 == 0 || self.kernel > 15 {
-            return bad("crnn.kernel".into(), self.kernel.to_string(), "an odd size 1..=15");
+            return bad(
+                "crnn.kernel".into(),
+                self.kernel.to_string(),
+                "an odd size 1..=15",
+            );
         }
         if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
-            return bad("crnn.lp_p".into(), self.lp_p.to_string(), "a number in 1..=64");
+            return bad(
+                "crnn.lp_p".into(),
+                self.lp_p.to_string(),
+                "a number in 1..=64",
+            );
         }
         if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
             return bad(
@@ -303,13 +309,24 @@ mod tests {
         assert_eq!(c.mels_out(64), 1);
         c.validate(64, 10).unwrap();
         let e = c.validate(32, 10).unwrap_err().to_string();
-        assert!(e.contains("crnn.blocks[4].pool.mel") && e.contains("32"), "{e}");
-        assert!(c.validate(64, 0).unwrap_err().to_string().contains("classes"));
+        assert!(
+            e.contains("crnn.blocks[4].pool.mel") && e.contains("32"),
+            "{e}"
+        );
+        assert!(c
+            .validate(64, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("classes"));
         let bad = CrnnConfig {
             kernel: 4,
             ..CrnnConfig::default()
         };
-        assert!(bad.validate(64, 1).unwrap_err().to_string().contains("crnn.kernel"));
+        assert!(bad
+            .validate(64, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("crnn.kernel"));
     }
 
     #[test]
