@@ -330,6 +330,40 @@ mod tests {
     }
 
     #[test]
+    fn min_frames_is_the_shortest_input_the_pools_keep() {
+        let pooled = |c: &CrnnConfig, t: usize| {
+            c.blocks
+                .iter()
+                .filter_map(|b| b.pool)
+                .fold(t, |n, p| n / p.time)
+        };
+        for times in [vec![2, 2, 1], vec![3, 2], vec![1], vec![5, 1, 3]] {
+            let cfg = CrnnConfig {
+                blocks: times
+                    .iter()
+                    .map(|&time| CrnnBlock {
+                        channels: 2,
+                        pool: Some(PoolSize { time, mel: 1 }),
+                    })
+                    .collect(),
+                gru_hidden: 2,
+                ..CrnnConfig::default()
+            };
+            let shortest = (1..100).find(|&t| pooled(&cfg, t) >= 1).unwrap();
+            assert_eq!(cfg.min_frames(), shortest, "{times:?}");
+            // The network runs at exactly that length.
+            let map = VarMap::new();
+            let vb = seeded_var_builder(&map, 1, DType::F32, &Device::Cpu);
+            let net = Crnn::new(&cfg, 4, 1, vb).unwrap();
+            let x = Tensor::zeros((1, shortest, 4), DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(
+                net.forward_t(&x, false).unwrap().frame.dims(),
+                &[1, shortest, 1]
+            );
+        }
+    }
+
+    #[test]
     fn forward_shapes_for_several_lengths() {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 1, DType::F32, &Device::Cpu);
