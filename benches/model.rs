@@ -32,6 +32,8 @@ fn cdur(n_classes: usize) -> Model {
 }
 
 fn bench_score(c: &mut Criterion) {
+    // As the daemon does at start (see `hark::model::tune_allocator`).
+    hark::model::tune_allocator();
     let mut model = cdur(10);
     let frames: Vec<f32> = (0..500 * 64)
         .map(|i| (i as f32 * 0.013).sin() * 4.0 - 6.0)

@@ -102,7 +102,10 @@ fn random_model_scores_probabilities_for_any_length() {
     for n in [4, 5, 9, 100, 101] {
         let out = score(&mut model, n);
         assert_eq!(out.len(), n * 3, "n_frames = {n}");
-        assert!(out.iter().all(|p| (1e-7..=1.0).contains(p)), "n_frames = {n}");
+        assert!(
+            out.iter().all(|p| (1e-7..=1.0).contains(p)),
+            "n_frames = {n}"
+        );
     }
 }
 
@@ -193,7 +196,10 @@ fn score_rejects_wrong_sizes_and_too_few_frames() {
 fn missing_file_is_an_io_error_naming_the_path() {
     let e = Model::load(Path::new("/nonexistent/dir/m.safetensors")).unwrap_err();
     assert!(matches!(e, ModelError::Io { .. }));
-    assert!(e.to_string().contains("/nonexistent/dir/m.safetensors"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/dir/m.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -261,9 +267,17 @@ fn invalid_metadata_values_are_named() {
     let path = dir.path().join("m.safetensors");
     let (tensors, json) = valid_parts();
     let cases: [(&str, serde_json::Value, &str); 3] = [
-        ("classes", serde_json::json!(["dog", "dog", "x"]), "appears twice"),
+        (
+            "classes",
+            serde_json::json!(["dog", "dog", "x"]),
+            "appears twice",
+        ),
         ("classes", serde_json::json!([]), "classes is empty"),
-        ("streaming", serde_json::json!({"window_frames": 2, "hop_frames": 1}), "window_frames"),
+        (
+            "streaming",
+            serde_json::json!({"window_frames": 2, "hop_frames": 1}),
+            "window_frames",
+        ),
     ];
     for (key, value, want) in cases {
         let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -284,7 +298,10 @@ fn missing_tensor_is_named_with_its_expected_shape() {
     let e = Model::load(&path).unwrap_err();
     assert!(matches!(e, ModelError::MissingTensor { .. }), "{e}");
     let e = e.to_string();
-    assert!(e.contains("gru.bwd.weight_hh_l0") && e.contains("[18, 6]"), "{e}");
+    assert!(
+        e.contains("gru.bwd.weight_hh_l0") && e.contains("[18, 6]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -302,7 +319,9 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     assert!(matches!(e, ModelError::TensorMismatch { .. }), "{e}");
     let e = e.to_string();
     assert!(
-        e.contains("blocks.1.conv.weight") && e.contains("[8, 4, 3, 3]") && e.contains("[8, 4, 5, 5]"),
+        e.contains("blocks.1.conv.weight")
+            && e.contains("[8, 4, 3, 3]")
+            && e.contains("[8, 4, 5, 5]"),
         "{e}"
     );
 }
@@ -319,7 +338,10 @@ fn wrong_dtype_is_named() {
     }
     write_raw(&path, &tensors, meta_entry(json));
     let e = load_err(&path);
-    assert!(e.contains("out.bias") && e.contains("F64") && e.contains("F32"), "{e}");
+    assert!(
+        e.contains("out.bias") && e.contains("F64") && e.contains("F32"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -334,7 +356,10 @@ fn non_finite_weight_is_named() {
     }
     write_raw(&path, &tensors, meta_entry(json));
     let e = load_err(&path);
-    assert!(e.contains("out.bias") && e.contains("NaN at element 1"), "{e}");
+    assert!(
+        e.contains("out.bias") && e.contains("NaN at element 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -372,7 +397,11 @@ fn truncated_file_is_a_format_error() {
 fn not_a_safetensors_file_is_a_format_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    std::fs::write(&path, b"RIFF\x24\x00\x00\x00WAVEfmt this is a wav file, not a model").unwrap();
+    std::fs::write(
+        &path,
+        b"RIFF\x24\x00\x00\x00WAVEfmt this is a wav file, not a model",
+    )
+    .unwrap();
     let e = Model::load(&path).unwrap_err();
     assert!(matches!(e, ModelError::Format { .. }), "{e}");
     assert!(e.to_string().contains("not a valid safetensors"), "{e}");
@@ -414,14 +443,16 @@ fn tensor_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn crnn_matches_its_pytorch_twin() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/model");
     let mut model = Model::load(&dir.join("crnn_tiny.safetensors")).unwrap();
-    let io = candle_core::safetensors::load(dir.join("crnn_tiny_io.safetensors"), &Device::Cpu)
-        .unwrap();
+    let io =
+        candle_core::safetensors::load(dir.join("crnn_tiny_io.safetensors"), &Device::Cpu).unwrap();
     for t in [37usize, 4] {
         let x = &io[&format!("input_{t}")];
         let out = model.forward(x).unwrap();
         let frame_err = tensor_diff(&out.frame, &io[&format!("frame_{t}")]);
         let clip_err = tensor_diff(&out.clip, &io[&format!("clip_{t}")]);
-        eprintln!("T = {t}: max |frame − torch| = {frame_err:e}, max |clip − torch| = {clip_err:e}");
+        eprintln!(
+            "T = {t}: max |frame − torch| = {frame_err:e}, max |clip − torch| = {clip_err:e}"
+        );
         assert!(frame_err < 1e-4 && clip_err < 1e-4, "T = {t}");
         // The streaming path (Scorer, batch 1) gives the same frames.
         let x0: Vec<f32> = x.get(0).unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -166,11 +166,13 @@ impl Model {
         let expected = arch::expected_tensors(&meta.arch, meta.features.n_mels, meta.n_classes())?;
         let mut own = HashMap::with_capacity(expected.len());
         for (name, shape) in &expected {
-            let t = tensors.remove(name).ok_or_else(|| ModelError::MissingTensor {
-                path: path.to_path_buf(),
-                name: name.clone(),
-                expected: shape.clone(),
-            })?;
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    expected: shape.clone(),
+                })?;
             // Detached copy on the CPU, so later training steps do not change the model.
             let t = t.detach().to_device(&Device::Cpu)?.copy()?;
             own.insert(name.clone(), t);
@@ -262,8 +264,7 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model.safetensors".into());
-        let tmp: PathBuf =
-            path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+        let tmp: PathBuf = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -316,7 +317,11 @@ impl Model {
         let f = &m.features;
         let mut s = String::new();
         let period = f.frame_period_s();
-        let _ = writeln!(s, "model        {} (format version {})", m.name, m.format_version);
+        let _ = writeln!(
+            s,
+            "model        {} (format version {})",
+            m.name, m.format_version
+        );
         let _ = writeln!(s, "architecture {}", m.arch.summary());
         let _ = writeln!(
             s,
@@ -325,7 +330,12 @@ impl Model {
             self.weights.len(),
             m.arch.min_frames()
         );
-        let _ = writeln!(s, "classes      {}: {}", m.classes.len(), m.classes.join(", "));
+        let _ = writeln!(
+            s,
+            "classes      {}: {}",
+            m.classes.len(),
+            m.classes.join(", ")
+        );
         let log = match f.log {
             LogScale::Ln { eps } => format!("ln(x + {eps})"),
             LogScale::Db { amin } => format!("10·log10(max(x, {amin}))"),

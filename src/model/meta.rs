@@ -121,7 +121,10 @@ mod tests {
     fn each_bad_field_is_named() {
         type Edit = Box<dyn Fn(&mut ModelMeta)>;
         let cases: Vec<(Edit, &str)> = vec![
-            (Box::new(|m| m.format_version = FORMAT_VERSION + 1), "format_version"),
+            (
+                Box::new(|m| m.format_version = FORMAT_VERSION + 1),
+                "format_version",
+            ),
             (Box::new(|m| m.classes.clear()), "classes is empty"),
             (Box::new(|m| m.classes.push("dog".into())), "classes[2]"),
             (Box::new(|m| m.classes[1] = "a\tb".into()), "classes[1]"),

@@ -13,9 +13,7 @@ use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{SedNet, SedOutput};
-use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d,
-};
+use crate::model::layers::{interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d};
 use crate::model::ModelError;
 
 /// Pooling window (= stride) of a block, in frames and mel bands.
@@ -99,10 +97,18 @@ impl CrnnConfig {
             );
         }
         if self.kernel % 2 == 0 || self.kernel > 15 {
-            return bad("crnn.kernel".into(), self.kernel.to_string(), "an odd size 1..=15");
+            return bad(
+                "crnn.kernel".into(),
+                self.kernel.to_string(),
+                "an odd size 1..=15",
+            );
         }
         if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
-            return bad("crnn.lp_p".into(), self.lp_p.to_string(), "a number in 1..=64");
+            return bad(
+                "crnn.lp_p".into(),
+                self.lp_p.to_string(),
+                "a number in 1..=64",
+            );
         }
         if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
             return bad(
@@ -303,13 +309,58 @@ mod tests {
         assert_eq!(c.mels_out(64), 1);
         c.validate(64, 10).unwrap();
         let e = c.validate(32, 10).unwrap_err().to_string();
-        assert!(e.contains("crnn.blocks[4].pool.mel") && e.contains("32"), "{e}");
-        assert!(c.validate(64, 0).unwrap_err().to_string().contains("classes"));
+        assert!(
+            e.contains("crnn.blocks[4].pool.mel") && e.contains("32"),
+            "{e}"
+        );
+        assert!(c
+            .validate(64, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("classes"));
         let bad = CrnnConfig {
             kernel: 4,
             ..CrnnConfig::default()
         };
-        assert!(bad.validate(64, 1).unwrap_err().to_string().contains("crnn.kernel"));
+        assert!(bad
+            .validate(64, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("crnn.kernel"));
+    }
+
+    #[test]
+    fn min_frames_is_the_shortest_input_the_pools_keep() {
+        let pooled = |c: &CrnnConfig, t: usize| {
+            c.blocks
+                .iter()
+                .filter_map(|b| b.pool)
+                .fold(t, |n, p| n / p.time)
+        };
+        for times in [vec![2, 2, 1], vec![3, 2], vec![1], vec![5, 1, 3]] {
+            let cfg = CrnnConfig {
+                blocks: times
+                    .iter()
+                    .map(|&time| CrnnBlock {
+                        channels: 2,
+                        pool: Some(PoolSize { time, mel: 1 }),
+                    })
+                    .collect(),
+                gru_hidden: 2,
+                ..CrnnConfig::default()
+            };
+            let shortest = (1..100).find(|&t| pooled(&cfg, t) >= 1).unwrap();
+            assert_eq!(cfg.min_frames(), shortest, "{times:?}");
+            // The network runs at exactly that length.
+            let map = VarMap::new();
+            let vb = seeded_var_builder(&map, 1, DType::F32, &Device::Cpu);
+            let net = Crnn::new(&cfg, 4, 1, vb).unwrap();
+            let x = Tensor::zeros((1, shortest, 4), DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(
+                net.forward_t(&x, false).unwrap().frame.dims(),
+                &[1, shortest, 1]
+            );
+        }
     }
 
     #[test]

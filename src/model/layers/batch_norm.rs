@@ -84,9 +84,17 @@ impl ModuleT for BatchNorm {
             let y = centred.broadcast_mul(&inv_std)?;
             // Running statistics (no gradient), PyTorch's update rule.
             let m = self.momentum;
-            let mean_d = mean.detach().flatten_all()?.to_dtype(self.running_mean.dtype())?;
-            let unbiased = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
-            let var_d = (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
+            let mean_d = mean
+                .detach()
+                .flatten_all()?
+                .to_dtype(self.running_mean.dtype())?;
+            let unbiased = if n > 1 {
+                n as f64 / (n as f64 - 1.0)
+            } else {
+                1.0
+            };
+            let var_d =
+                (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
             let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
             let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
             self.running_mean.set(&new_mean)?;
@@ -137,11 +145,23 @@ mod tests {
         // Channel 1: mean 11, biased var 3, unbiased 4.
         let rm: Vec<f64> = bn.running_mean().to_vec1().unwrap();
         let rv: Vec<f64> = bn.running_var().to_vec1().unwrap();
-        assert!((rm[0] - 0.25).abs() < 1e-12 && (rm[1] - 1.1).abs() < 1e-12, "{rm:?}");
+        assert!(
+            (rm[0] - 0.25).abs() < 1e-12 && (rm[1] - 1.1).abs() < 1e-12,
+            "{rm:?}"
+        );
         let want_rv0 = 0.9 + 0.1 * (1.25 * 4.0 / 3.0);
-        assert!((rv[0] - want_rv0).abs() < 1e-12 && (rv[1] - (0.9 + 0.4)).abs() < 1e-12, "{rv:?}");
+        assert!(
+            (rv[0] - want_rv0).abs() < 1e-12 && (rv[1] - (0.9 + 0.4)).abs() < 1e-12,
+            "{rv:?}"
+        );
         // Inference uses the running statistics.
-        let e: Vec<f64> = bn.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let e: Vec<f64> = bn
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert!((e[0] - (1.0 - 0.25) / (want_rv0 + 1e-5).sqrt()).abs() < 1e-12);
     }
 
@@ -157,6 +177,11 @@ mod tests {
             v.set(&gradcheck::rand_tensor(&[3], seed)).unwrap();
         }
         let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 2, 3], 2)).unwrap();
-        gradcheck::check(&map, &[("x", &x)], || bn.forward_t(x.as_tensor(), true), 1e-6);
+        gradcheck::check(
+            &map,
+            &[("x", &x)],
+            || bn.forward_t(x.as_tensor(), true),
+            1e-6,
+        );
     }
 }

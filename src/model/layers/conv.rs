@@ -47,7 +47,10 @@ impl Module for Conv2dSame {
         let (b, c, h, w) = x.dims4()?;
         let (c_out, c_in, k, _) = self.weight.dims4()?;
         if c != c_in {
-            candle_core::bail!("convolution of {c_in} input channels got input {:?}", x.shape());
+            candle_core::bail!(
+                "convolution of {c_in} input channels got input {:?}",
+                x.shape()
+            );
         }
         debug_assert_eq!(k, self.kernel);
         let p = k / 2;
@@ -122,7 +125,8 @@ mod tests {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 4, DType::F64, &Device::Cpu);
         for (b, c_in, c_out, k) in [(1, 1, 3, 3), (2, 3, 2, 3), (1, 2, 2, 5), (2, 2, 3, 1)] {
-            let conv = Conv2dSame::new(c_in, c_out, k, vb.pp(format!("{b}{c_in}{c_out}{k}"))).unwrap();
+            let conv =
+                Conv2dSame::new(c_in, c_out, k, vb.pp(format!("{b}{c_in}{c_out}{k}"))).unwrap();
             let x = gradcheck::rand_tensor(&[b, c_in, 6, 5], 9);
             let want = x.conv2d(conv.weight(), k / 2, 1, 1, 1).unwrap();
             let got = conv.forward(&x).unwrap();
@@ -159,6 +163,11 @@ mod tests {
             v.set(&gradcheck::rand_tensor(&[2], seed)).unwrap();
         }
         let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 4, 3], 3)).unwrap();
-        gradcheck::check(&map, &[("x", &x)], || block.forward_t(x.as_tensor(), true), 1e-5);
+        gradcheck::check(
+            &map,
+            &[("x", &x)],
+            || block.forward_t(x.as_tensor(), true),
+            1e-5,
+        );
     }
 }

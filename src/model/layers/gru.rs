@@ -87,7 +87,8 @@ impl Gru {
             let s = if reverse { t - 1 - step } else { step };
             let xs = xp.narrow(1, s, 1)?.squeeze(1)?; // (B, 3H)
             let hs = state.matmul(&w_hh_t)?.broadcast_add(&self.b_hh)?; // (B, 3H)
-            let rz = candle_nn::ops::sigmoid(&(xs.narrow(1, 0, 2 * h)? + hs.narrow(1, 0, 2 * h)?)?)?;
+            let rz =
+                candle_nn::ops::sigmoid(&(xs.narrow(1, 0, 2 * h)? + hs.narrow(1, 0, 2 * h)?)?)?;
             let r = rz.narrow(1, 0, h)?;
             let z = rz.narrow(1, h, h)?;
             let n = (xs.narrow(1, 2 * h, h)? + (r * hs.narrow(1, 2 * h, h)?)?)?.tanh()?;
@@ -266,7 +267,11 @@ mod tests {
             for t in 0..5 {
                 let want: Vec<f64> = f[t].iter().chain(&b[t]).copied().collect();
                 for (g, w) in yb[t].iter().zip(&want) {
-                    assert!((g - w).abs() < 1e-12, "batch {bi} step {t}: {:?} vs {want:?}", yb[t]);
+                    assert!(
+                        (g - w).abs() < 1e-12,
+                        "batch {bi} step {t}: {:?} vs {want:?}",
+                        yb[t]
+                    );
                 }
             }
         }
@@ -286,7 +291,9 @@ mod tests {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 13, DType::F32, &Device::Cpu);
         let bigru = BiGru::new(5, 12, vb).unwrap();
-        let x = gradcheck::rand_tensor(&[2, 9, 5], 4).to_dtype(DType::F32).unwrap();
+        let x = gradcheck::rand_tensor(&[2, 9, 5], 4)
+            .to_dtype(DType::F32)
+            .unwrap();
         // The VarMap's weights are variables: the candle-operation path.
         let slow = bigru.forward(&x).unwrap();
         // Detached copies of the weights: the plain loop.

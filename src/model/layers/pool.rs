@@ -75,7 +75,8 @@ impl Module for LpPool2d {
         // backward of `avg_pool2d` (correct when the size is a multiple of the kernel
         // and stride = kernel) never sees a remainder.
         let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
-        let s = (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
+        let s =
+            (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
         root(&s, self.p)
     }
 }
@@ -124,7 +125,12 @@ mod tests {
         for (p, kt, kf) in [(4.0, 2, 2), (3.0, 2, 1), (2.0, 1, 3)] {
             let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 5, 7], 4)).unwrap();
             let pool = LpPool2d::new(p, kt, kf);
-            gradcheck::check(&VarMap::new(), &[("x", &x)], || pool.forward(x.as_tensor()), 1e-6);
+            gradcheck::check(
+                &VarMap::new(),
+                &[("x", &x)],
+                || pool.forward(x.as_tensor()),
+                1e-6,
+            );
         }
     }
 
@@ -132,15 +138,27 @@ mod tests {
     fn linear_softmax_matches_hand_computed_values() {
         // (1, 3, 2): class 0 probs 0.1, 0.5, 0.9; class 1 probs 0.2, 0.2, 0.2.
         let p = Tensor::new(&[[[0.1f64, 0.2], [0.5, 0.2], [0.9, 0.2]]], &Device::Cpu).unwrap();
-        let c: Vec<f64> = linear_softmax_pool(&p, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let c: Vec<f64> = linear_softmax_pool(&p, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert!((c[0] - (0.01 + 0.25 + 0.81) / 1.5).abs() < 1e-12, "{c:?}");
         assert!((c[1] - 0.2).abs() < 1e-12, "{c:?}");
     }
 
     #[test]
     fn linear_softmax_gradient_matches_finite_differences() {
-        let p = gradcheck::rand_tensor(&[2, 4, 3], 5).affine(0.4, 0.5).unwrap();
+        let p = gradcheck::rand_tensor(&[2, 4, 3], 5)
+            .affine(0.4, 0.5)
+            .unwrap();
         let p = Var::from_tensor(&p).unwrap();
-        gradcheck::check(&VarMap::new(), &[("p", &p)], || linear_softmax_pool(p.as_tensor(), 1), 1e-6);
+        gradcheck::check(
+            &VarMap::new(),
+            &[("p", &p)],
+            || linear_softmax_pool(p.as_tensor(), 1),
+            1e-6,
+        );
     }
 }
