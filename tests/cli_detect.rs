@@ -21,7 +21,14 @@ fn detect_writes_dcase_tsv_json_and_score_tables() {
     }
 
     // JSON lines carry the same events.
-    let o = run(&["detect", "--model", m, "--format", "json", clip.to_str().unwrap()]);
+    let o = run(&[
+        "detect",
+        "--model",
+        m,
+        "--format",
+        "json",
+        clip.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json: Vec<serde_json::Value> = stdout(&o)
         .lines()
@@ -106,7 +113,12 @@ fn bad_model_files_are_rejected_with_the_reason() {
         (truncated, "truncated.safetensors"),
         (garbage, "garbage.safetensors"),
     ] {
-        let o = run(&["detect", "--model", path.to_str().unwrap(), clip.to_str().unwrap()]);
+        let o = run(&[
+            "detect",
+            "--model",
+            path.to_str().unwrap(),
+            clip.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{needle}");
         let e = stderr(&o);
         assert!(e.contains(needle) && !e.contains("panicked"), "{e}");
@@ -123,7 +135,14 @@ fn model_info_describes_the_model() {
     let o = run(&["model", "info", model.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    for needle in ["test-random-crnn", "crnn", "alpha", "beta", "gamma", "16000"] {
+    for needle in [
+        "test-random-crnn",
+        "crnn",
+        "alpha",
+        "beta",
+        "gamma",
+        "16000",
+    ] {
         assert!(s.contains(needle), "missing {needle} in:\n{s}");
     }
 }
@@ -137,11 +156,26 @@ fn config_overrides_apply_and_bad_configs_are_named() {
     // Disabling a class removes its events.
     let cfg = dir.path().join("hark.toml");
     std::fs::write(&cfg, "[classes.alpha]\nenabled = false\n").unwrap();
-    let o = run(&["detect", "--model", m, "--config", cfg.to_str().unwrap(), clip.to_str().unwrap()]);
+    let o = run(&[
+        "detect",
+        "--model",
+        m,
+        "--config",
+        cfg.to_str().unwrap(),
+        clip.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let with = parse_tsv(&stdout(&run(&["detect", "--model", m, clip.to_str().unwrap()])));
+    let with = parse_tsv(&stdout(&run(&[
+        "detect",
+        "--model",
+        m,
+        clip.to_str().unwrap(),
+    ])));
     let without = parse_tsv(&stdout(&o));
-    assert!(with.iter().any(|r| r.3 == "alpha"), "fixture should have alpha events");
+    assert!(
+        with.iter().any(|r| r.3 == "alpha"),
+        "fixture should have alpha events"
+    );
     assert!(without.iter().all(|r| r.3 != "alpha"));
     assert_eq!(
         without.len(),

@@ -25,7 +25,9 @@ fn spans_of(lines: &[serde_json::Value]) -> Vec<(String, f64, f64)> {
             }
             Some("stop") => {
                 let id = v["id"].as_str().unwrap();
-                let s = open.remove(id).unwrap_or_else(|| panic!("stop without start: {v}"));
+                let s = open
+                    .remove(id)
+                    .unwrap_or_else(|| panic!("stop without start: {v}"));
                 assert_eq!(s["label"], v["label"]);
                 assert_eq!(s["t"], v["t_start"]);
                 spans.push((
@@ -49,7 +51,12 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 }
 
 fn offline_spans(model: &Path) -> Vec<(String, f64, f64)> {
-    let o = run(&["detect", "--model", model.to_str().unwrap(), clip().to_str().unwrap()]);
+    let o = run(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        clip().to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut v: Vec<_> = parse_tsv(&stdout(&o))
         .into_iter()
@@ -150,7 +157,15 @@ fn duration_stops_after_that_much_audio() {
     }
     let t = lines.last().unwrap()["t"].as_f64().unwrap();
     assert!((t - 2.02).abs() < 0.03, "analysed {t} s");
-    let o = run(&["run", "--model", model.to_str().unwrap(), "--input", clip().to_str().unwrap(), "--duration", "-1"]);
+    let o = run(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        clip().to_str().unwrap(),
+        "--duration",
+        "-1",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--duration"));
 }
@@ -216,8 +231,14 @@ fn socket_clients_get_hello_then_events_and_sigterm_closes_every_event() {
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["version"], 1);
     assert_eq!(hello["model"], "test-random-crnn");
-    assert_eq!(hello["classes"], serde_json::json!(["alpha", "beta", "gamma"]));
-    assert!(hello["source"].as_str().unwrap().contains("speech_chime_16k.wav"));
+    assert_eq!(
+        hello["classes"],
+        serde_json::json!(["alpha", "beta", "gamma"])
+    );
+    assert!(hello["source"]
+        .as_str()
+        .unwrap()
+        .contains("speech_chime_16k.wav"));
     // Let ~2.5 s of the 5.2 s clip play in real time, then stop the daemon.
     std::thread::sleep(Duration::from_millis(2500));
     let t_kill = Instant::now();
@@ -226,7 +247,11 @@ fn socket_clients_get_hello_then_events_and_sigterm_closes_every_event() {
     reader.read_to_string(&mut rest).unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert!(status.success(), "exit {status:?}");
-    assert!(t_kill.elapsed() < Duration::from_secs(2), "took {:?}", t_kill.elapsed());
+    assert!(
+        t_kill.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t_kill.elapsed()
+    );
     assert!(!sock.exists(), "socket not removed");
     let lines = json_lines(&rest);
     let spans = spans_of(&lines);
@@ -250,7 +275,15 @@ fn stale_sockets_are_replaced_and_live_ones_refused() {
     drop(connect(&sock));
     // A second daemon on the same path is refused while the first lives.
     let o = hark()
-        .args(["run", "--model", model.to_str().unwrap(), "--input", clip().to_str().unwrap(), "--socket", sock.to_str().unwrap()])
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            clip().to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -276,7 +309,15 @@ fn unusable_socket_paths_are_named() {
         (file.clone(), "not a socket"),
     ] {
         let o = hark()
-            .args(["run", "--model", model.to_str().unwrap(), "--input", clip().to_str().unwrap(), "--socket", path.to_str().unwrap()])
+            .args([
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                clip().to_str().unwrap(),
+                "--socket",
+                path.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(1));
@@ -309,7 +350,11 @@ fn listen_prints_the_daemon_lines() {
         );
         assert!(all.contains(&s), "{s:?} not in {all:?}");
     }
-    let o = run(&["listen", "--socket", dir.path().join("none.sock").to_str().unwrap()]);
+    let o = run(&[
+        "listen",
+        "--socket",
+        dir.path().join("none.sock").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("none.sock"));
 }

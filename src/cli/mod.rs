@@ -169,6 +169,7 @@ pub struct CheckConfigArgs {
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    hark::model::tune_allocator();
     init_tracing(cli.verbose, matches!(cli.command, Command::Run(_)));
     let r = match cli.command {
         Command::Run(a) => run(a),
@@ -240,7 +241,9 @@ fn is_untrained(m: &Model) -> bool {
 fn run(a: RunArgs) -> Result<()> {
     let (cfg, cfg_path) = load_config(a.config.as_deref())?;
     let model = load_model(a.model.as_deref(), &cfg)?;
-    let cfg_name = cfg_path.clone().unwrap_or_else(|| PathBuf::from("(defaults)"));
+    let cfg_name = cfg_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("(defaults)"));
     cfg.check_labels(&cfg_name, &model.meta().classes, &model.meta().postprocess)?;
     let pp = cfg.postprocess(&model.meta().postprocess);
     let input: InputSpec = a.input.as_deref().unwrap_or(&cfg.source.input).parse()?;
@@ -378,7 +381,12 @@ fn detect(a: DetectArgs) -> Result<()> {
 }
 
 /// Writes a sed_scores_eval score table: `onset offset <class>...`, one row per frame.
-fn write_scores(path: &Path, classes: &[String], scores: &[f32], period: f64) -> std::io::Result<()> {
+fn write_scores(
+    path: &Path,
+    classes: &[String],
+    scores: &[f32],
+    period: f64,
+) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
     write!(w, "onset\toffset")?;
     for c in classes {
@@ -386,7 +394,12 @@ fn write_scores(path: &Path, classes: &[String], scores: &[f32], period: f64) ->
     }
     writeln!(w)?;
     for (i, row) in scores.chunks_exact(classes.len().max(1)).enumerate() {
-        write!(w, "{}\t{}", round_us(i as f64 * period), round_us((i + 1) as f64 * period))?;
+        write!(
+            w,
+            "{}\t{}",
+            round_us(i as f64 * period),
+            round_us((i + 1) as f64 * period)
+        )?;
         for s in row {
             write!(w, "\t{s}")?;
         }
@@ -435,7 +448,11 @@ fn devices() -> Result<()> {
         println!("no audio input devices found");
     }
     for d in devs {
-        println!("{}{}", d.name, if d.is_default { "  (default)" } else { "" });
+        println!(
+            "{}{}",
+            d.name,
+            if d.is_default { "  (default)" } else { "" }
+        );
         for c in &d.configs {
             println!("    {c}");
         }
@@ -498,9 +515,16 @@ fn check_config(a: CheckConfigArgs) -> Result<()> {
         Some(p) => {
             let m = Model::load(&p)?;
             cfg.check_labels(&a.file, &m.meta().classes, &m.meta().postprocess)?;
-            println!("{}: OK (checked against model {})", a.file.display(), p.display());
+            println!(
+                "{}: OK (checked against model {})",
+                a.file.display(),
+                p.display()
+            );
         }
-        None => println!("{}: OK (no model given: per-class labels not checked)", a.file.display()),
+        None => println!(
+            "{}: OK (no model given: per-class labels not checked)",
+            a.file.display()
+        ),
     }
     Ok(())
 }

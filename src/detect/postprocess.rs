@@ -76,7 +76,6 @@ impl Default for ClassParams {
     }
 }
 
-
 /// Errors of post-processing settings.
 #[derive(Debug, thiserror::Error)]
 pub enum PostprocessError {
