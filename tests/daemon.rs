@@ -164,7 +164,7 @@ fn duration_stops_after_that_much_audio() {
         "--input",
         clip().to_str().unwrap(),
         "--duration",
-        "-1",
+        "0",
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--duration"));
