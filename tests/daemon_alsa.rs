@@ -118,10 +118,19 @@ fn devices_lists_the_alsa_device_and_unknown_names_are_errors() {
     assert!(stdout(&o).contains("hark_flood"), "{}", stdout(&o));
     let model = test_model(dir.path());
     let o = hark_alsa(&env)
-        .args(["run", "--model", model.to_str().unwrap(), "--input", "mic:no-such-device-xyz"])
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            "mic:no-such-device-xyz",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("no-such-device-xyz") && e.contains("hark_flood"), "{e}");
+    assert!(
+        e.contains("no-such-device-xyz") && e.contains("hark_flood"),
+        "{e}"
+    );
 }
