@@ -12,7 +12,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{SedNet, SedOutput};
+use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d};
 use crate::model::ModelError;
 
@@ -270,7 +270,11 @@ impl SedNet for Crnn {
         let frame = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?.clamp(1e-7, 1.0)?;
         let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
         let frame = interpolate_linear(&frame, 1, t)?;
-        Ok(SedOutput { frame, clip })
+        Ok(SedOutput {
+            frame,
+            clip,
+            aux: AuxOutputs::default(),
+        })
     }
 
     fn min_frames(&self) -> usize {

@@ -70,6 +70,22 @@ pub struct SedOutput {
     pub frame: Tensor,
     /// Clip-level (weak) probabilities, `(B, C)`.
     pub clip: Tensor,
+    /// Auxiliary outputs that some architectures produce for their training losses.
+    pub aux: AuxOutputs,
+}
+
+/// Auxiliary outputs of an architecture (all `None` for the CRNN).
+#[derive(Debug, Clone, Default)]
+pub struct AuxOutputs {
+    /// Reconstruction of the input log-mels for the autoencoder loss (2APAE), `(B, T, F)`.
+    pub reconstruction: Option<Tensor>,
+    /// Frame embeddings for the IFD metric loss (ATP-SEDB), `(B, T', D)`.
+    pub embeddings: Option<Tensor>,
+    /// Frame probabilities of a second, frame-level head (the SED branch of
+    /// ATP-SEDB), `(B, T, C)`.
+    pub frame_secondary: Option<Tensor>,
+    /// Acoustic-scene logits (context attention), `(B, S)`.
+    pub scene_logits: Option<Tensor>,
 }
 
 /// A sound event detection network.
