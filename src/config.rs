@@ -86,6 +86,9 @@ pub struct ModelConfig {
     /// Path of the `.safetensors` model file (relative paths are relative to the
     /// config file's directory).
     pub path: Option<PathBuf>,
+    /// Frames between streaming windows instead of the model file's hop (1..=the
+    /// model's window; longer = less CPU, more latency).
+    pub hop_frames: Option<usize>,
 }
 
 /// `[socket]`: the JSON-lines Unix socket.
@@ -238,6 +241,13 @@ impl Config {
                 "1..=100000",
             ));
         }
+        if self.model.hop_frames == Some(0) {
+            return Err(bad(
+                "model.hop_frames",
+                "0".into(),
+                "1..=the model's window_frames",
+            ));
+        }
         let q = self.pipeline.queue_seconds;
         if !(q.is_finite() && (0.1..=600.0).contains(&q)) {
             return Err(bad(
@@ -281,6 +291,30 @@ impl Config {
                 value: String::new(),
                 expected: e.to_string(),
             })?;
+        Ok(())
+    }
+
+    /// Checks the config against the model it will run: per-class labels and
+    /// parameters, and the streaming hop override.
+    pub fn check_against(
+        &self,
+        path: &Path,
+        meta: &crate::model::ModelMeta,
+    ) -> Result<(), ConfigError> {
+        self.check_labels(path, &meta.classes, &meta.postprocess)?;
+        if let Some(h) = self.model.hop_frames {
+            if h == 0 || h > meta.streaming.window_frames {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    field: "model.hop_frames".into(),
+                    value: h.to_string(),
+                    expected: format!(
+                        "1..={} (the model's window_frames)",
+                        meta.streaming.window_frames
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use crate::audio::{
 };
 use crate::detect::event::{DetectedEvent, Event};
 use crate::detect::postprocess::{Detector, PostprocessConfig, PostprocessError};
-use crate::detect::streaming::StreamingRunner;
+use crate::detect::streaming::{StreamingConfig, StreamingRunner};
 use crate::events::hub::{Hub, Sink};
 use crate::events::protocol::{Hello, Message, Status, StreamState, PROTOCOL_VERSION};
 use crate::events::socket::{SocketOptions, SocketSink};
@@ -38,6 +38,7 @@ use crate::events::stdout::StdoutSink;
 use crate::events::{EventsError, HubHandle};
 use crate::features::{FeatureConfig, FeatureError, Frontend};
 use crate::model::{Model, ModelError};
+use crate::service::ServiceNotifier;
 
 /// Errors of running the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -127,11 +128,22 @@ impl DetectStage {
         pp: &PostprocessConfig,
         stream_id: String,
     ) -> Result<Self, PipelineError> {
+        let streaming = model.meta().streaming;
+        Self::with_streaming(model, pp, stream_id, streaming)
+    }
+
+    /// As [`DetectStage::new`] with another window geometry than the model file's.
+    pub fn with_streaming(
+        model: Model,
+        pp: &PostprocessConfig,
+        stream_id: String,
+        streaming: StreamingConfig,
+    ) -> Result<Self, PipelineError> {
         let meta = model.meta().clone();
         let params = pp.resolve(&meta.classes)?;
         let n_classes = meta.classes.len();
         Ok(Self {
-            runner: StreamingRunner::new(Box::new(model), meta.streaming)?,
+            runner: StreamingRunner::new(Box::new(model), streaming)?,
             detector: Detector::new(meta.classes, params, meta.features.frame_rate(), stream_id),
             scores: Vec::with_capacity(1024 * n_classes),
             events: Vec::with_capacity(16),
@@ -339,6 +351,9 @@ pub struct RunOptions {
     pub queue_seconds: f32,
     /// Interval of `status` messages and log lines.
     pub status_interval: Duration,
+    /// Frames between streaming windows, instead of the model file's hop (a longer
+    /// hop costs less CPU and adds latency).
+    pub hop_frames: Option<usize>,
 }
 
 /// What a finished live run did.
@@ -390,7 +405,12 @@ pub fn run(
     let paced = live || opts.realtime;
     let counters = source.counters();
     let stream_id = stream_id();
-    let stage = DetectStage::new(model, pp, stream_id)?;
+    let mut streaming = meta.streaming;
+    if let Some(h) = opts.hop_frames {
+        streaming.hop_frames = h;
+        streaming.validate().map_err(ModelError::Input)?;
+    }
+    let stage = DetectStage::with_streaming(model, pp, stream_id, streaming)?;
     let fe = FeatureStage::new(source.sample_rate(), &meta.features)?;
 
     // Sinks and hub.
@@ -454,7 +474,9 @@ pub fn run(
     };
 
     let (done_tx, done_rx) = bounded::<Result<RunSummary, PipelineError>>(1);
+    let progress = Arc::new(AtomicU64::new(0));
     let model_thread = {
+        let progress = progress.clone();
         let hub_tx = hub_tx.clone();
         let counters = counters.clone();
         let dropped_frames = dropped_frames.clone();
@@ -465,6 +487,7 @@ pub fn run(
                 let r = model_loop(
                     stage,
                     rx,
+                    &progress,
                     &hub_tx,
                     &counters,
                     &dropped_frames,
@@ -479,8 +502,15 @@ pub fn run(
     };
     drop(hub_tx);
 
-    // Wait for the end of the stream or a stop request.
+    // Wait for the end of the stream or a stop request; keep systemd informed.
+    let mut service = ServiceNotifier::from_env();
     let result = loop {
+        service.tick(progress.load(Ordering::Relaxed), || {
+            format!(
+                "analysed {:.0} s of audio from {describe}",
+                progress.load(Ordering::Relaxed) as f64 / fps
+            )
+        });
         match done_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => break r,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
@@ -504,6 +534,7 @@ pub fn run(
                 .unwrap_or_else(|_| Err(PipelineError::Thread("hark-model".into())));
         }
     };
+    service.stopping();
     drop(tx);
     let _ = model_thread.join();
     hub.join();
@@ -616,6 +647,7 @@ fn frontend_loop(
 fn model_loop(
     mut stage: DetectStage,
     rx: Receiver<FrontMsg>,
+    progress: &AtomicU64,
     hub: &HubHandle,
     counters: &SourceCounters,
     dropped_frames: &AtomicU64,
@@ -680,6 +712,10 @@ fn model_loop(
                 }
                 .and_then(|_| stage.push(&data, &mut on));
                 summary.events += events;
+                progress.store(
+                    stage.frames_done() + pending_frames(&stage),
+                    Ordering::Relaxed,
+                );
                 match r {
                     Ok(()) => (false, None),
                     Err(e) => (true, Some(e)),

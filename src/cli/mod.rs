@@ -244,7 +244,7 @@ fn run(a: RunArgs) -> Result<()> {
     let cfg_name = cfg_path
         .clone()
         .unwrap_or_else(|| PathBuf::from("(defaults)"));
-    cfg.check_labels(&cfg_name, &model.meta().classes, &model.meta().postprocess)?;
+    cfg.check_against(&cfg_name, model.meta())?;
     let pp = cfg.postprocess(&model.meta().postprocess);
     let input: InputSpec = a.input.as_deref().unwrap_or(&cfg.source.input).parse()?;
     if let Some(d) = a.duration {
@@ -279,6 +279,7 @@ fn run(a: RunArgs) -> Result<()> {
         stdout,
         queue_seconds: cfg.pipeline.queue_seconds,
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
+        hop_frames: cfg.model.hop_frames,
     };
     let summary = pipeline::run(model, &pp, opts, stop)?;
     tracing::info!(
@@ -305,7 +306,7 @@ fn detect(a: DetectArgs) -> Result<()> {
     let model = load_model(a.model.as_deref(), &cfg)?;
     let meta = model.meta().clone();
     if let Some(p) = &cfg_path {
-        cfg.check_labels(p, &meta.classes, &meta.postprocess)?;
+        cfg.check_against(p, &meta)?;
     }
     let pp = cfg.postprocess(&meta.postprocess);
     if let Some(dir) = &a.scores {
@@ -514,7 +515,7 @@ fn check_config(a: CheckConfigArgs) -> Result<()> {
     match model_path {
         Some(p) => {
             let m = Model::load(&p)?;
-            cfg.check_labels(&a.file, &m.meta().classes, &m.meta().postprocess)?;
+            cfg.check_against(&a.file, m.meta())?;
             println!(
                 "{}: OK (checked against model {})",
                 a.file.display(),
