@@ -179,6 +179,21 @@ impl DetectStage {
         Ok(())
     }
 
+    /// Replaces the per-class post-processing (config reload) without touching the
+    /// stream; events this closes (disabled classes) go to `on`.
+    pub fn set_postprocess(
+        &mut self,
+        pp: &PostprocessConfig,
+        on: &mut dyn FnMut(StageOutput<'_>),
+    ) -> Result<(), PipelineError> {
+        let params = pp.resolve(self.detector.labels())?;
+        self.detector.set_params(&params, &mut self.events);
+        for e in self.events.drain(..) {
+            on(StageOutput::Event(e));
+        }
+        Ok(())
+    }
+
     /// End of a continuous stretch of input: scores the tail and closes every event.
     pub fn finish(&mut self, on: &mut dyn FnMut(StageOutput<'_>)) -> Result<(), PipelineError> {
         self.scores.clear();
@@ -356,6 +371,16 @@ pub struct RunOptions {
     pub hop_frames: Option<usize>,
 }
 
+/// Reloads the post-processing settings on request (SIGHUP): `requested` is set by
+/// the signal handler; `load` re-reads and validates the config and returns the
+/// model's post-processing with the new overrides, or why the new config is rejected.
+pub struct Reloader {
+    /// Set to request a reload.
+    pub requested: Arc<AtomicBool>,
+    /// Loads and validates the new settings.
+    pub load: Box<dyn Fn() -> Result<PostprocessConfig, String> + Send>,
+}
+
 /// What a finished live run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
@@ -390,6 +415,7 @@ pub fn run(
     pp: &PostprocessConfig,
     opts: RunOptions,
     stop: Arc<AtomicBool>,
+    reload: Option<Reloader>,
 ) -> Result<RunSummary, PipelineError> {
     let meta = model.meta().clone();
     let source = audio::open(
@@ -474,6 +500,7 @@ pub fn run(
     };
 
     let (done_tx, done_rx) = bounded::<Result<RunSummary, PipelineError>>(1);
+    let (ctrl_tx, ctrl_rx) = bounded::<PostprocessConfig>(1);
     let progress = Arc::new(AtomicU64::new(0));
     let model_thread = {
         let progress = progress.clone();
@@ -487,6 +514,7 @@ pub fn run(
                 let r = model_loop(
                     stage,
                     rx,
+                    ctrl_rx,
                     &progress,
                     &hub_tx,
                     &counters,
@@ -505,6 +533,20 @@ pub fn run(
     // Wait for the end of the stream or a stop request; keep systemd informed.
     let mut service = ServiceNotifier::from_env();
     let result = loop {
+        if let Some(r) = &reload {
+            if r.requested.swap(false, Ordering::Relaxed) {
+                match (r.load)() {
+                    Ok(pp) => {
+                        if ctrl_tx.send_timeout(pp, Duration::from_secs(1)).is_err() {
+                            tracing::warn!("config reload dropped: the model thread is busy");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "config reload rejected; keeping the old settings")
+                    }
+                }
+            }
+        }
         service.tick(progress.load(Ordering::Relaxed), || {
             format!(
                 "analysed {:.0} s of audio from {describe}",
@@ -647,6 +689,7 @@ fn frontend_loop(
 fn model_loop(
     mut stage: DetectStage,
     rx: Receiver<FrontMsg>,
+    ctrl: Receiver<PostprocessConfig>,
     progress: &AtomicU64,
     hub: &HubHandle,
     counters: &SourceCounters,
@@ -674,7 +717,27 @@ fn model_loop(
         }
     };
     let failure = loop {
-        let msg = rx.recv().unwrap_or(FrontMsg::End { error: None });
+        let msg = crossbeam_channel::select! {
+            recv(rx) -> m => m.unwrap_or(FrontMsg::End { error: None }),
+            recv(ctrl) -> pp => {
+                if let Ok(pp) = pp {
+                    let r = stage.set_postprocess(&pp, &mut |o| {
+                        if let StageOutput::Event(e) = o {
+                            let t = match &e {
+                                Event::Start { t, .. } => *t,
+                                Event::Stop { t_end, .. } => *t_end,
+                            };
+                            hub.send(Message::Event { wall: wall_of(t, &last_wall), event: e });
+                        }
+                    });
+                    match r {
+                        Ok(()) => tracing::info!("config reloaded: new post-processing in effect"),
+                        Err(e) => tracing::error!(error = %e, "config reload rejected; keeping the old settings"),
+                    }
+                }
+                continue;
+            }
+        };
         let (end, error) = match msg {
             FrontMsg::Frames { first, data, wall } => {
                 if let Some(w) = wall {

@@ -358,3 +358,56 @@ fn listen_prints_the_daemon_lines() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("none.sock"));
 }
+
+#[test]
+fn sighup_reloads_per_class_settings_and_rejects_bad_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_model(dir.path());
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(&cfg, "[pipeline]\nstatus_interval_s = 60\n").unwrap();
+    let offline = offline_spans(&model);
+    assert!(
+        offline.iter().any(|s| s.1 > 3.8),
+        "fixture needs events late in the clip: {offline:?}"
+    );
+    let child = hark()
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            clip().to_str().unwrap(),
+            "--realtime",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // A bad config is rejected and the old settings stay.
+    std::fs::write(&cfg, "[classes.zebra]\non = 0.5\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(1500));
+    // Disable every class at ~3 s of audio: no event may start after that.
+    std::fs::write(
+        &cfg,
+        "[classes.alpha]\nenabled = false\n[classes.beta]\nenabled = false\n[classes.gamma]\nenabled = false\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("rejected") && err.contains("zebra"), "{err}");
+    assert!(err.contains("config reloaded"), "{err}");
+    let lines = json_lines(&stdout(&o));
+    let spans = spans_of(&lines);
+    for (_, start, _) in &spans {
+        assert!(
+            *start < 3.5,
+            "an event started at {start} s after every class was disabled"
+        );
+    }
+}

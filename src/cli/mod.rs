@@ -281,7 +281,37 @@ fn run(a: RunArgs) -> Result<()> {
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
         hop_frames: cfg.model.hop_frames,
     };
-    let summary = pipeline::run(model, &pp, opts, stop)?;
+    // SIGHUP re-reads the config file (thresholds, per-class settings).
+    let reload = match cfg_path.clone() {
+        Some(path) => {
+            let requested = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, requested.clone())
+                .context("installing SIGHUP handler")?;
+            let meta = model.meta().clone();
+            let started_with = cfg.clone();
+            Some(pipeline::Reloader {
+                requested,
+                load: Box::new(move || {
+                    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+                    cfg.check_against(&path, &meta).map_err(|e| e.to_string())?;
+                    if Config {
+                        classes: started_with.classes.clone(),
+                        ..cfg.clone()
+                    } != started_with
+                    {
+                        tracing::warn!(
+                            "only [classes] settings change on reload; restart hark for \
+                             changes to [source], [model], [socket] or [pipeline]"
+                        );
+                    }
+                    tracing::info!(config = %path.display(), "reloading config");
+                    Ok(cfg.postprocess(&meta.postprocess))
+                }),
+            })
+        }
+        None => None,
+    };
+    let summary = pipeline::run(model, &pp, opts, stop, reload)?;
     tracing::info!(
         audio_s = summary.audio_s,
         events = summary.events,

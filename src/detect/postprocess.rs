@@ -433,6 +433,42 @@ impl Detector {
         }
     }
 
+    /// Replaces the per-class parameters mid-stream (config reload) without losing
+    /// frames: a class whose median length changes first flushes its filter through
+    /// the state machine; a class that gets disabled closes its open event now; open
+    /// events of other classes continue under the new thresholds.
+    pub fn set_params(&mut self, params: &[ClassParams], out: &mut Vec<Event>) {
+        for (c, p) in params.iter().enumerate().take(self.labels.len()) {
+            let new = FrameParams::new(p, self.frame_rate);
+            let old = self.params[c];
+            if old.enabled && (!new.enabled || new.median != old.median) {
+                if new.enabled {
+                    // Flush the old filter so no frame is lost.
+                    let last = self.medians[c].last;
+                    for _ in 0..self.medians[c].pending() {
+                        if let Some(m) = self.medians[c].push(last) {
+                            let j = self.smoothed_next[c];
+                            self.smoothed_next[c] += 1;
+                            self.step(c, j, m, out);
+                        }
+                    }
+                } else {
+                    let end = self.smoothed_next[c];
+                    self.close(c, end, out);
+                }
+            }
+            if !old.enabled || !new.enabled || new.median != old.median {
+                self.medians[c] = Median::new(new.median);
+                self.smoothed_next[c] = self.next_frame;
+            }
+            if !new.enabled {
+                self.tracks[c].phase = Phase::Idle;
+                self.tracks[c].started = false;
+            }
+            self.params[c] = new;
+        }
+    }
+
     /// Starts audio time again at frame 0 (for the next file of an offline run).
     /// Call after [`Detector::finish`], when no event is open.
     pub fn reset_time(&mut self) {
@@ -715,6 +751,49 @@ mod tests {
         d.finish(&mut out);
         let s = spans(&out.iter().cloned().map(|e| (0, e)).collect::<Vec<_>>());
         assert_eq!(s, vec![(0.0, 10.0 / FPS), (110.0 / FPS, 111.0 / FPS)]);
+    }
+
+    #[test]
+    fn set_params_mid_stream_keeps_every_frame_and_closes_disabled_classes() {
+        let mut d = Detector::new(
+            vec!["a".into(), "b".into()],
+            vec![params(0.5, 0.3, 3, 0.0, 0.0, 0.0); 2],
+            FPS,
+            "s".into(),
+        );
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            d.push_frame(&[0.9, 0.9], &mut out);
+        }
+        assert_eq!(d.open_events(), 2);
+        // Disable `a`, change `b`'s median length and raise its thresholds.
+        let mut a = params(0.5, 0.3, 3, 0.0, 0.0, 0.0);
+        a.enabled = false;
+        let b = params(0.95, 0.92, 5, 0.0, 0.0, 0.0);
+        d.set_params(&[a, b], &mut out);
+        let stops: Vec<_> = out.iter().filter(|e| !e.is_start()).collect();
+        assert_eq!(stops.len(), 1, "{out:?}");
+        assert_eq!(stops[0].label(), "a");
+        assert_eq!(d.open_events(), 1);
+        // `b` ends under its new `off` (0.9 < 0.92) and every frame was analysed.
+        for _ in 0..10 {
+            d.push_frame(&[0.9, 0.9], &mut out);
+        }
+        d.finish(&mut out);
+        let b_stop = out
+            .iter()
+            .find_map(|e| match e {
+                Event::Stop {
+                    label,
+                    t_start,
+                    t_end,
+                    ..
+                } if label == "b" => Some((*t_start, *t_end)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(b_stop, (0.0, 20.0 / FPS));
+        assert_eq!(d.open_events(), 0);
     }
 
     #[test]
