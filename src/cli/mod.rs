@@ -294,11 +294,11 @@ fn run(a: RunArgs) -> Result<()> {
                 load: Box::new(move || {
                     let cfg = Config::load(&path).map_err(|e| e.to_string())?;
                     cfg.check_against(&path, &meta).map_err(|e| e.to_string())?;
-                    if Config {
+                    let same_rest = Config {
                         classes: started_with.classes.clone(),
                         ..cfg.clone()
-                    } != started_with
-                    {
+                    } == started_with;
+                    if !same_rest {
                         tracing::warn!(
                             "only [classes] settings change on reload; restart hark for \
                              changes to [source], [model], [socket] or [pipeline]"
