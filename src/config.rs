@@ -133,6 +133,14 @@ pub struct PipelineConfig {
     /// Seconds between `status` messages (and log lines).
     #[serde(default = "default_status_interval")]
     pub status_interval_s: f32,
+    /// Skip inference on windows whose loudest 20 ms is below this level (dBFS);
+    /// saves CPU on silence. Off when absent.
+    #[serde(default)]
+    pub energy_gate_dbfs: Option<f32>,
+    /// Report a `loud` pseudo-label while the level is at least this (dBFS).
+    /// Off when absent.
+    #[serde(default)]
+    pub loud_dbfs: Option<f32>,
 }
 
 const fn default_queue_seconds() -> f32 {
@@ -147,6 +155,8 @@ impl Default for PipelineConfig {
         Self {
             queue_seconds: default_queue_seconds(),
             status_interval_s: default_status_interval(),
+            energy_gate_dbfs: None,
+            loud_dbfs: None,
         }
     }
 }
@@ -241,6 +251,16 @@ impl Config {
                 "1..=100000",
             ));
         }
+        for (field, v) in [
+            ("pipeline.energy_gate_dbfs", self.pipeline.energy_gate_dbfs),
+            ("pipeline.loud_dbfs", self.pipeline.loud_dbfs),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && (-120.0..=0.0).contains(&v)) {
+                    return Err(bad(field, v.to_string(), "a level in -120..=0 dBFS"));
+                }
+            }
+        }
         if self.model.hop_frames == Some(0) {
             return Err(bad(
                 "model.hop_frames",
@@ -301,7 +321,7 @@ impl Config {
         path: &Path,
         meta: &crate::model::ModelMeta,
     ) -> Result<(), ConfigError> {
-        self.check_labels(path, &meta.classes, &meta.postprocess)?;
+        self.check_labels(path, &self.labels(meta), &meta.postprocess)?;
         if let Some(h) = self.model.hop_frames {
             if h == 0 || h > meta.streaming.window_frames {
                 return Err(ConfigError::Invalid {
@@ -316,6 +336,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The labels a run with this config reports: the model's classes, plus
+    /// `loud` when `pipeline.loud_dbfs` is set.
+    pub fn labels(&self, meta: &crate::model::ModelMeta) -> Vec<String> {
+        let mut l = meta.classes.clone();
+        if self.pipeline.loud_dbfs.is_some() {
+            l.push(crate::pipeline::LOUD_LABEL.to_string());
+        }
+        l
     }
 
     /// The model's post-processing with this config's per-class overrides applied.

@@ -63,11 +63,24 @@ pub enum PipelineError {
     Thread(String),
 }
 
-/// Audio at the source rate → log-mel frames at the model's settings.
+/// Audio at the source rate → log-mel frames at the model's settings, plus the
+/// level of each frame's hop of audio in dBFS (for the energy gate and `loud`).
 pub struct FeatureStage {
     resampler: Resampler,
     frontend: Frontend,
     resampled: Vec<f32>,
+    /// Samples per hop (one level per frame).
+    hop: usize,
+    /// Sum of squares and count of the current hop block.
+    block_sumsq: f64,
+    block_fill: usize,
+    /// Levels of completed blocks not yet paired with a frame, dBFS.
+    block_levels: std::collections::VecDeque<f32>,
+}
+
+/// Level of a mean square value in dBFS (0 dBFS = RMS 1.0), floored at −120.
+fn level_dbfs(mean_square: f64) -> f32 {
+    (10.0 * mean_square.max(1e-12).log10()) as f32
 }
 
 impl FeatureStage {
@@ -77,22 +90,87 @@ impl FeatureStage {
             resampler: Resampler::new(source_rate, features.sample_rate)?,
             frontend: Frontend::new(features)?,
             resampled: Vec::with_capacity(16_384),
+            hop: features.hop_length,
+            block_sumsq: 0.0,
+            block_fill: 0,
+            block_levels: std::collections::VecDeque::with_capacity(64),
         })
     }
 
     /// Appends the frames completed by `samples` to `frames`; returns how many.
     pub fn push(&mut self, samples: &[f32], frames: &mut Vec<f32>) -> Result<usize, PipelineError> {
+        let mut levels = Vec::new();
+        self.push_with_levels(samples, frames, &mut levels)
+    }
+
+    /// As [`FeatureStage::push`], also appending one level (dBFS of the frame's hop
+    /// of audio, `[i·hop, (i+1)·hop)`) per frame to `levels`.
+    pub fn push_with_levels(
+        &mut self,
+        samples: &[f32],
+        frames: &mut Vec<f32>,
+        levels: &mut Vec<f32>,
+    ) -> Result<usize, PipelineError> {
         self.resampled.clear();
         self.resampler.process(samples, &mut self.resampled)?;
-        Ok(self.frontend.push(&self.resampled, frames))
+        self.measure();
+        let n = self.frontend.push(&self.resampled, frames);
+        self.pair_levels(n, levels);
+        Ok(n)
     }
 
     /// End of input: flushes the resampler and the frontend.
     pub fn finish(&mut self, frames: &mut Vec<f32>) -> Result<usize, PipelineError> {
+        let mut levels = Vec::new();
+        self.finish_with_levels(frames, &mut levels)
+    }
+
+    /// As [`FeatureStage::finish`], with levels.
+    pub fn finish_with_levels(
+        &mut self,
+        frames: &mut Vec<f32>,
+        levels: &mut Vec<f32>,
+    ) -> Result<usize, PipelineError> {
         self.resampled.clear();
         self.resampler.finish(&mut self.resampled)?;
+        self.measure();
+        if self.block_fill > 0 {
+            let ms = self.block_sumsq / self.block_fill as f64;
+            self.block_levels.push_back(level_dbfs(ms));
+        }
         let n = self.frontend.push(&self.resampled, frames);
-        Ok(n + self.frontend.finish(frames))
+        let n = n + self.frontend.finish(frames);
+        self.pair_levels(n, levels);
+        self.block_levels.clear();
+        self.block_sumsq = 0.0;
+        self.block_fill = 0;
+        Ok(n)
+    }
+
+    fn measure(&mut self) {
+        for &x in &self.resampled {
+            self.block_sumsq += f64::from(x) * f64::from(x);
+            self.block_fill += 1;
+            if self.block_fill == self.hop {
+                let ms = self.block_sumsq / self.hop as f64;
+                self.block_levels.push_back(level_dbfs(ms));
+                self.block_sumsq = 0.0;
+                self.block_fill = 0;
+            }
+        }
+    }
+
+    fn pair_levels(&mut self, n: usize, levels: &mut Vec<f32>) {
+        for _ in 0..n {
+            let l = self.block_levels.pop_front().unwrap_or_else(|| {
+                if self.block_fill > 0 {
+                    level_dbfs(self.block_sumsq / self.block_fill as f64)
+                } else {
+                    level_dbfs(0.0)
+                }
+            });
+            levels.push(l);
+        }
     }
 }
 
@@ -119,6 +197,26 @@ pub struct DetectStage {
     n_classes: usize,
     /// Index of the next frame whose final scores come out of the runner.
     next_frame: u64,
+    /// Level above which the `loud` pseudo-class is active, dBFS.
+    loud_dbfs: Option<f32>,
+    /// Levels of frames handed to the runner and not yet final (for `loud`).
+    levels: std::collections::VecDeque<f32>,
+    /// Scratch: one frame's scores plus the `loud` column.
+    row: Vec<f32>,
+}
+
+/// Label of the pseudo-class "any sound above `loud_dbfs`".
+pub const LOUD_LABEL: &str = "loud";
+
+/// Options of a [`DetectStage`] beyond the model file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageOptions {
+    /// Window geometry instead of the model file's.
+    pub streaming: Option<StreamingConfig>,
+    /// Skip inference on windows quieter than this (dBFS); their frames score 0.
+    pub energy_gate_dbfs: Option<f32>,
+    /// Add a `loud` pseudo-class, active while the level is at least this (dBFS).
+    pub loud_dbfs: Option<f32>,
 }
 
 impl DetectStage {
@@ -128,28 +226,47 @@ impl DetectStage {
         pp: &PostprocessConfig,
         stream_id: String,
     ) -> Result<Self, PipelineError> {
-        let streaming = model.meta().streaming;
-        Self::with_streaming(model, pp, stream_id, streaming)
+        Self::with_options(model, pp, stream_id, &StageOptions::default())
     }
 
-    /// As [`DetectStage::new`] with another window geometry than the model file's.
-    pub fn with_streaming(
+    /// A stage with the given [`StageOptions`].
+    pub fn with_options(
         model: Model,
         pp: &PostprocessConfig,
         stream_id: String,
-        streaming: StreamingConfig,
+        opts: &StageOptions,
     ) -> Result<Self, PipelineError> {
         let meta = model.meta().clone();
-        let params = pp.resolve(&meta.classes)?;
+        let streaming = opts.streaming.unwrap_or(meta.streaming);
+        let mut labels = meta.classes.clone();
+        if opts.loud_dbfs.is_some() {
+            labels.push(LOUD_LABEL.to_string());
+        }
+        let params = pp.resolve(&labels)?;
         let n_classes = meta.classes.len();
+        let mut runner = StreamingRunner::new(Box::new(model), streaming)?;
+        runner.set_energy_gate(opts.energy_gate_dbfs);
         Ok(Self {
-            runner: StreamingRunner::new(Box::new(model), streaming)?,
-            detector: Detector::new(meta.classes, params, meta.features.frame_rate(), stream_id),
+            runner,
+            detector: Detector::new(labels, params, meta.features.frame_rate(), stream_id),
             scores: Vec::with_capacity(1024 * n_classes),
             events: Vec::with_capacity(16),
             n_classes,
             next_frame: 0,
+            loud_dbfs: opts.loud_dbfs,
+            levels: std::collections::VecDeque::with_capacity(1024),
+            row: Vec::with_capacity(n_classes + 1),
         })
+    }
+
+    /// Labels of the events this stage emits (the model's, plus `loud` if enabled).
+    pub fn labels(&self) -> &[String] {
+        self.detector.labels()
+    }
+
+    /// Windows skipped by the energy gate so far.
+    pub fn windows_gated(&self) -> u64 {
+        self.runner.windows_gated()
     }
 
     /// Frames whose final scores were produced so far.
@@ -173,8 +290,29 @@ impl DetectStage {
         frames: &[f32],
         on: &mut dyn FnMut(StageOutput<'_>),
     ) -> Result<(), PipelineError> {
+        self.push_with_levels(frames, &[], on)
+    }
+
+    /// As [`DetectStage::push`], with one level (dBFS) per frame for the energy gate
+    /// and the `loud` pseudo-class (empty: unknown, never gated, never loud).
+    pub fn push_with_levels(
+        &mut self,
+        frames: &[f32],
+        levels: &[f32],
+        on: &mut dyn FnMut(StageOutput<'_>),
+    ) -> Result<(), PipelineError> {
         self.scores.clear();
-        self.runner.push(frames, &mut self.scores)?;
+        self.runner
+            .push_with_levels(frames, levels, &mut self.scores)?;
+        if self.loud_dbfs.is_some() {
+            if levels.is_empty() {
+                let n = frames.len() / self.runner.n_mels().max(1);
+                self.levels
+                    .extend(std::iter::repeat_n(f32::NEG_INFINITY, n));
+            } else {
+                self.levels.extend(levels.iter().copied());
+            }
+        }
         self.drain(on);
         Ok(())
     }
@@ -199,6 +337,7 @@ impl DetectStage {
         self.scores.clear();
         self.runner.finish(&mut self.scores)?;
         self.drain(on);
+        self.levels.clear();
         self.detector.finish(&mut self.events);
         for e in self.events.drain(..) {
             on(StageOutput::Event(e));
@@ -225,6 +364,16 @@ impl DetectStage {
     fn drain(&mut self, on: &mut dyn FnMut(StageOutput<'_>)) {
         let nc = self.n_classes;
         for row in self.scores.chunks_exact(nc) {
+            let row: &[f32] = match self.loud_dbfs {
+                Some(g) => {
+                    let level = self.levels.pop_front().unwrap_or(f32::NEG_INFINITY);
+                    self.row.clear();
+                    self.row.extend_from_slice(row);
+                    self.row.push(if level >= g { 1.0 } else { 0.0 });
+                    &self.row
+                }
+                None => row,
+            };
             on(StageOutput::Scores {
                 frame: self.next_frame,
                 scores: row,
@@ -369,6 +518,10 @@ pub struct RunOptions {
     /// Frames between streaming windows, instead of the model file's hop (a longer
     /// hop costs less CPU and adds latency).
     pub hop_frames: Option<usize>,
+    /// Skip inference on windows quieter than this, dBFS.
+    pub energy_gate_dbfs: Option<f32>,
+    /// Add the `loud` pseudo-label, active at or above this level, dBFS.
+    pub loud_dbfs: Option<f32>,
 }
 
 /// Reloads the post-processing settings on request (SIGHUP): `requested` is set by
@@ -402,6 +555,8 @@ enum FrontMsg {
     Frames {
         first: u64,
         data: Vec<f32>,
+        /// One level (dBFS) per frame.
+        levels: Vec<f32>,
         wall: Option<SystemTime>,
     },
     /// The source ended (or the run was stopped); `error` when it failed.
@@ -436,14 +591,24 @@ pub fn run(
         streaming.hop_frames = h;
         streaming.validate().map_err(ModelError::Input)?;
     }
-    let stage = DetectStage::with_streaming(model, pp, stream_id, streaming)?;
+    let stage = DetectStage::with_options(
+        model,
+        pp,
+        stream_id,
+        &StageOptions {
+            streaming: Some(streaming),
+            energy_gate_dbfs: opts.energy_gate_dbfs,
+            loud_dbfs: opts.loud_dbfs,
+        },
+    )?;
+    let labels = stage.labels().to_vec();
     let fe = FeatureStage::new(source.sample_rate(), &meta.features)?;
 
     // Sinks and hub.
     let hello = Hello {
         version: PROTOCOL_VERSION,
         model: meta.name.clone(),
-        classes: meta.classes.clone(),
+        classes: labels.clone(),
         source: describe.clone(),
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -451,7 +616,7 @@ pub fn run(
         sinks.push(Box::new(SocketSink::bind(
             path,
             hello.to_outgoing(),
-            meta.classes.clone(),
+            labels.clone(),
             *so,
         )?));
     }
@@ -459,7 +624,7 @@ pub fn run(
         sinks.push(Box::new(StdoutSink::start(4096, false)?));
     }
     let publish_scores = opts.socket.is_some();
-    let (hub, hub_tx) = Hub::start(meta.classes.clone(), sinks, 4096)?;
+    let (hub, hub_tx) = Hub::start(labels.clone(), sinks, 4096)?;
     hub_tx.send(Message::Status(Status {
         state: StreamState::Running,
         t: 0.0,
@@ -467,6 +632,7 @@ pub fn run(
         nonfinite_samples: 0,
         dropped_frames: 0,
         windows: 0,
+        windows_gated: 0,
         open_events: 0,
     }));
     tracing::info!(source = %describe, model = %meta.name, classes = meta.classes.len(), "listening");
@@ -621,29 +787,38 @@ fn frontend_loop(
     let mut samples_read: u64 = 0;
     let mut anchor: Option<SystemTime> = None;
     let rate = f64::from(source.sample_rate());
-    let send =
-        |data: Vec<f32>, next_frame: &mut u64, anchor: Option<SystemTime>, n_mels: usize| -> bool {
-            if data.is_empty() {
-                return true;
-            }
-            let n = (data.len() / n_mels) as u64;
-            let first = *next_frame;
-            *next_frame += n;
-            let wall = anchor.map(|a| a + Duration::from_secs_f64(first as f64 * frame_period_s));
-            let msg = FrontMsg::Frames { first, data, wall };
-            if live {
-                match tx.try_send(msg) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_)) => {
-                        dropped_frames.fetch_add(n, Ordering::Relaxed);
-                        true
-                    }
-                    Err(TrySendError::Disconnected(_)) => false,
-                }
-            } else {
-                tx.send(msg).is_ok()
-            }
+    let send = |data: Vec<f32>,
+                levels: Vec<f32>,
+                next_frame: &mut u64,
+                anchor: Option<SystemTime>,
+                n_mels: usize|
+     -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        let n = (data.len() / n_mels) as u64;
+        let first = *next_frame;
+        *next_frame += n;
+        let wall = anchor.map(|a| a + Duration::from_secs_f64(first as f64 * frame_period_s));
+        let msg = FrontMsg::Frames {
+            first,
+            data,
+            levels,
+            wall,
         };
+        if live {
+            match tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    dropped_frames.fetch_add(n, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        } else {
+            tx.send(msg).is_ok()
+        }
+    };
     let n_mels = fe.frontend.n_mels();
     let error = loop {
         if stop.load(Ordering::Relaxed) {
@@ -665,11 +840,12 @@ fn frontend_loop(
                 }
                 samples_read += n as u64;
                 let mut frames = Vec::with_capacity(n_mels * 16);
-                if let Err(e) = fe.push(&buf[..n], &mut frames) {
+                let mut levels = Vec::with_capacity(16);
+                if let Err(e) = fe.push_with_levels(&buf[..n], &mut frames, &mut levels) {
                     tracing::error!(error = %e, "feature extraction failed");
                     break None;
                 }
-                if !send(frames, &mut next_frame, anchor, n_mels) {
+                if !send(frames, levels, &mut next_frame, anchor, n_mels) {
                     return;
                 }
             }
@@ -678,9 +854,9 @@ fn frontend_loop(
             Err(e) => break Some(e),
         }
     };
-    let mut frames = Vec::new();
-    if fe.finish(&mut frames).is_ok() {
-        let _ = send(frames, &mut next_frame, anchor, n_mels);
+    let (mut frames, mut levels) = (Vec::new(), Vec::new());
+    if fe.finish_with_levels(&mut frames, &mut levels).is_ok() {
+        let _ = send(frames, levels, &mut next_frame, anchor, n_mels);
     }
     let _ = tx.send(FrontMsg::End { error });
 }
@@ -739,7 +915,12 @@ fn model_loop(
             }
         };
         let (end, error) = match msg {
-            FrontMsg::Frames { first, data, wall } => {
+            FrontMsg::Frames {
+                first,
+                data,
+                levels,
+                wall,
+            } => {
                 if let Some(w) = wall {
                     last_wall = Some((first, w));
                 }
@@ -773,7 +954,7 @@ fn model_loop(
                 } else {
                     Ok(())
                 }
-                .and_then(|_| stage.push(&data, &mut on));
+                .and_then(|_| stage.push_with_levels(&data, &levels, &mut on));
                 summary.events += events;
                 progress.store(
                     stage.frames_done() + pending_frames(&stage),
@@ -878,6 +1059,7 @@ fn status(
         nonfinite_samples: SourceCounters::get(&counters.samples_nonfinite),
         dropped_frames: dropped_frames.load(Ordering::Relaxed),
         windows: stage.windows_run(),
+        windows_gated: stage.windows_gated(),
         open_events: stage.open_events(),
     }
 }

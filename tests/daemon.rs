@@ -411,3 +411,62 @@ fn sighup_reloads_per_class_settings_and_rejects_bad_configs() {
         );
     }
 }
+
+#[test]
+fn energy_gate_skips_inference_and_loud_marks_sound_above_a_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_model(dir.path());
+    let cfg = dir.path().join("hark.toml");
+    // A gate at 0 dBFS skips every window: no model events, only `loud` ones.
+    std::fs::write(
+        &cfg,
+        "[pipeline]\nenergy_gate_dbfs = 0.0\nloud_dbfs = -40.0\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        clip().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = json_lines(&stdout(&o));
+    let spans = spans_of(&lines);
+    assert!(!spans.is_empty());
+    assert!(spans.iter().all(|(l, _, _)| l == "loud"), "{spans:?}");
+    // The clip starts with 0.5 s of digital silence before the first word.
+    assert!(spans[0].1 >= 0.45, "{spans:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["windows"], 0, "{last}");
+    assert!(last["windows_gated"].as_u64().unwrap() > 0, "{last}");
+    // Without the gate the model runs and its events come back.
+    std::fs::write(&cfg, "[pipeline]\nloud_dbfs = -40.0\n").unwrap();
+    let o = run(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        clip().to_str().unwrap(),
+    ]);
+    let spans = spans_of(&json_lines(&stdout(&o)));
+    assert!(spans.iter().any(|(l, _, _)| l != "loud"));
+    // `loud` is a label the config may tune once enabled, and only then.
+    std::fs::write(&cfg, "[classes.loud]\nmin_duration_s = 0.5\n").unwrap();
+    let o = run(&[
+        "check-config",
+        cfg.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("classes.loud"), "{}", stderr(&o));
+    std::fs::write(&cfg, "[pipeline]\nloud_dbfs = 5.0\n").unwrap();
+    let o = run(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("pipeline.loud_dbfs"), "{}", stderr(&o));
+}

@@ -280,6 +280,8 @@ fn run(a: RunArgs) -> Result<()> {
         queue_seconds: cfg.pipeline.queue_seconds,
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
         hop_frames: cfg.model.hop_frames,
+        energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
+        loud_dbfs: cfg.pipeline.loud_dbfs,
     };
     // SIGHUP re-reads the config file (thresholds, per-class settings).
     let reload = match cfg_path.clone() {

@@ -65,6 +65,13 @@ pub struct StreamingRunner {
     out_scratch: Vec<f32>,
     /// Windows scored since creation.
     windows_run: u64,
+    /// Level (dBFS) of each buffered frame, parallel to `buf`.
+    levels: VecDeque<f32>,
+    /// Windows whose loudest frame is below this level are not scored: their frames
+    /// get score 0 (silence), so open events still end on time.
+    gate_dbfs: Option<f32>,
+    /// Windows skipped by the gate.
+    windows_gated: u64,
 }
 
 impl StreamingRunner {
@@ -90,6 +97,9 @@ impl StreamingRunner {
             win_scratch: Vec::with_capacity(w * n_mels),
             out_scratch: Vec::with_capacity(w * n_classes),
             windows_run: 0,
+            levels: VecDeque::with_capacity(2 * w),
+            gate_dbfs: None,
+            windows_gated: 0,
         })
     }
 
@@ -108,6 +118,17 @@ impl StreamingRunner {
         self.windows_run
     }
 
+    /// Windows skipped by the energy gate so far.
+    pub fn windows_gated(&self) -> u64 {
+        self.windows_gated
+    }
+
+    /// Sets the energy gate: windows whose loudest frame (per the levels given to
+    /// [`StreamingRunner::push_with_levels`]) is below `dbfs` are not scored.
+    pub fn set_energy_gate(&mut self, dbfs: Option<f32>) {
+        self.gate_dbfs = dbfs;
+    }
+
     /// Frames received since the stream (re)started.
     pub fn frames_received(&self) -> u64 {
         self.received
@@ -122,12 +143,35 @@ impl StreamingRunner {
     /// that became final to `out` (`n_classes` each). Returns the number of frames
     /// appended.
     pub fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) -> Result<usize, ModelError> {
+        self.push_with_levels(frames, &[], out)
+    }
+
+    /// As [`StreamingRunner::push`], with one level (dBFS) per frame for the energy
+    /// gate; frames without a level (an empty `levels`) are never gated.
+    pub fn push_with_levels(
+        &mut self,
+        frames: &[f32],
+        levels: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<usize, ModelError> {
         if frames.len() % self.n_mels != 0 {
             return Err(ModelError::Input(format!(
                 "{} values is not a whole number of {}-band frames",
                 frames.len(),
                 self.n_mels
             )));
+        }
+        let n = frames.len() / self.n_mels;
+        if !levels.is_empty() && levels.len() != n {
+            return Err(ModelError::Input(format!(
+                "{} levels for {n} frames",
+                levels.len()
+            )));
+        }
+        if levels.is_empty() {
+            self.levels.extend(std::iter::repeat_n(f32::INFINITY, n));
+        } else {
+            self.levels.extend(levels.iter().copied());
         }
         self.buf.extend(frames.iter().copied());
         self.received += (frames.len() / self.n_mels) as u64;
@@ -165,6 +209,7 @@ impl StreamingRunner {
     /// Forgets the stream (buffered frames and partial scores) without emitting.
     pub fn reset(&mut self) {
         self.buf.clear();
+        self.levels.clear();
         self.buf_start = 0;
         self.received = 0;
         self.next_window = 0;
@@ -188,19 +233,29 @@ impl StreamingRunner {
         self.win_scratch
             .extend(self.buf.range(off..off + len * nm).copied());
         let padded = len.max(self.scorer.min_frames());
-        for _ in len..padded {
-            let last = self.win_scratch.len() - nm;
-            self.win_scratch.extend_from_within(last..last + nm);
+        let lo = (start - self.buf_start) as usize;
+        let gated = self
+            .gate_dbfs
+            .is_some_and(|g| self.levels.range(lo..lo + len).all(|l| *l < g));
+        if gated {
+            self.out_scratch.clear();
+            self.out_scratch.resize(padded * nc, 0.0);
+            self.windows_gated += 1;
+        } else {
+            for _ in len..padded {
+                let last = self.win_scratch.len() - nm;
+                self.win_scratch.extend_from_within(last..last + nm);
+            }
+            self.scorer
+                .score(&self.win_scratch, padded, &mut self.out_scratch)?;
+            self.windows_run += 1;
         }
-        self.scorer
-            .score(&self.win_scratch, padded, &mut self.out_scratch)?;
         if self.out_scratch.len() != padded * nc {
             return Err(ModelError::Input(format!(
                 "scorer returned {} values for {padded} frames × {nc} classes",
                 self.out_scratch.len()
             )));
         }
-        self.windows_run += 1;
         let end = start + len as u64;
         // Grow the accumulators to cover the window.
         let have = self.finalised + self.counts.len() as u64;
@@ -247,6 +302,7 @@ impl StreamingRunner {
         if keep_from > self.buf_start {
             let drop = ((keep_from - self.buf_start) as usize) * self.n_mels;
             self.buf.drain(..drop);
+            self.levels.drain(..drop / self.n_mels);
             self.buf_start = keep_from;
         }
     }
@@ -365,6 +421,27 @@ mod tests {
         assert!((out[2 * 2] - expect_f2_c0).abs() < 1e-7);
         assert!((out[0] - a[0]).abs() < 1e-7);
         assert!((out[5 * 2 + 1] - b[3 * 2 + 1]).abs() < 1e-7);
+    }
+
+    #[test]
+    fn the_energy_gate_skips_quiet_windows_and_still_emits_their_frames() {
+        let data = frames(40);
+        let mut r = runner(10, 5, 4);
+        r.set_energy_gate(Some(-60.0));
+        let mut levels = vec![-90.0f32; 40];
+        // One loud frame in [20, 25): only windows covering it are scored.
+        levels[22] = -10.0;
+        let mut out = Vec::new();
+        r.push_with_levels(&data, &levels, &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        assert_eq!(out.len(), 40 * 2);
+        // Windows start at 0,5,…,30: those covering frame 22 start at 15 and 20.
+        assert_eq!(r.windows_run(), 2);
+        assert_eq!(r.windows_gated(), 5);
+        assert!(out[..10 * 2].iter().all(|p| *p == 0.0));
+        assert!(out[22 * 2] > 0.0);
+        let mut r = runner(10, 5, 4);
+        assert!(r.push_with_levels(&data, &levels[..3], &mut out).is_err());
     }
 
     #[test]

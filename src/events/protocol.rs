@@ -52,6 +52,8 @@ pub struct Status {
     pub dropped_frames: u64,
     /// Model windows run.
     pub windows: u64,
+    /// Windows skipped by the energy gate (silence).
+    pub windows_gated: u64,
     /// Events currently open.
     pub open_events: usize,
 }
