@@ -7,19 +7,25 @@
 //! tests: candle 0.11 has silently wrong gradients for some of its own operations.
 
 pub mod activation;
+pub mod atp;
 pub mod batch_norm;
+pub mod context_attention;
 pub mod conv;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod gru;
 pub mod init;
 pub mod interp;
+pub mod max_pool;
 pub mod pool;
 
 pub use activation::LeakyRelu;
+pub use atp::{AtpHead, AtpOutput};
 pub use batch_norm::BatchNorm;
+pub use context_attention::{AdditiveAttention, AttentionOutput};
 pub use conv::{Conv2dSame, ConvBlock};
 pub use gru::{BiGru, Gru};
 pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{interpolate_linear, linear_positions};
+pub use max_pool::MaxPool2d;
 pub use pool::{linear_softmax_pool, LpPool2d};
