@@ -18,7 +18,7 @@ pub mod pool;
 
 pub use activation::LeakyRelu;
 pub use batch_norm::BatchNorm;
-pub use conv::{Conv2dSame, ConvBlock};
+pub use conv::{Conv2d, Conv2dGeometry, Conv2dSame, ConvBlock, ConvBnRelu};
 pub use gru::{BiGru, Gru};
 pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{interpolate_linear, linear_positions};
