@@ -23,7 +23,7 @@ pub use activation::LeakyRelu;
 pub use atp::{AtpHead, AtpOutput};
 pub use batch_norm::BatchNorm;
 pub use context_attention::{AdditiveAttention, AttentionOutput};
-pub use conv::{Conv2dSame, ConvBlock};
+pub use conv::{Conv2d, Conv2dGeometry, Conv2dSame, ConvBlock, ConvBnRelu};
 pub use gru::{BiGru, Gru};
 pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{interpolate_linear, linear_positions};
