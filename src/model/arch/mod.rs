@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 use super::layers::ShapeRecorder;
 use super::ModelError;
 
+pub mod atp_sedb;
+pub mod context_attention;
 pub mod crnn;
 
+pub use atp_sedb::{AtpBlock, AtpSedb, AtpSedbConfig};
+pub use context_attention::{ContextAttention, ContextAttentionConfig, EncoderConfig};
 pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 
 /// Architecture name and parameters, as stored in the model file (`arch`):
@@ -23,6 +27,10 @@ pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 pub enum ArchConfig {
     /// CDur-style CRNN baseline.
     Crnn(CrnnConfig),
+    /// CNN encoder with ATP, SEDB and IFD projection heads (paper 001).
+    AtpSedb(AtpSedbConfig),
+    /// Local/global CRNNs with additive context attention (paper 002).
+    ContextAttention(ContextAttentionConfig),
 }
 
 impl Default for ArchConfig {
@@ -37,6 +45,8 @@ impl ArchConfig {
     pub fn name(&self) -> &'static str {
         match self {
             ArchConfig::Crnn(_) => "crnn",
+            ArchConfig::AtpSedb(_) => "atp_sedb",
+            ArchConfig::ContextAttention(_) => "context_attention",
         }
     }
 
@@ -45,6 +55,8 @@ impl ArchConfig {
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> Result<(), ModelError> {
         match self {
             ArchConfig::Crnn(c) => c.validate(n_mels, n_classes),
+            ArchConfig::AtpSedb(c) => c.validate(n_mels, n_classes),
+            ArchConfig::ContextAttention(c) => c.validate(n_mels, n_classes),
         }
     }
 
@@ -52,6 +64,8 @@ impl ArchConfig {
     pub fn summary(&self) -> String {
         match self {
             ArchConfig::Crnn(c) => c.summary(),
+            ArchConfig::AtpSedb(c) => c.summary(),
+            ArchConfig::ContextAttention(c) => c.summary(),
         }
     }
 
@@ -59,6 +73,8 @@ impl ArchConfig {
     pub fn min_frames(&self) -> usize {
         match self {
             ArchConfig::Crnn(c) => c.min_frames(),
+            ArchConfig::AtpSedb(c) => c.min_frames(),
+            ArchConfig::ContextAttention(c) => c.min_frames(),
         }
     }
 }
@@ -108,6 +124,10 @@ pub fn build(
     arch.validate(n_mels, n_classes)?;
     Ok(match arch {
         ArchConfig::Crnn(c) => Box::new(Crnn::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::AtpSedb(c) => Box::new(AtpSedb::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::ContextAttention(c) => {
+            Box::new(ContextAttention::new(c, n_mels, n_classes, vb)?)
+        }
     })
 }
 

@@ -63,7 +63,7 @@ impl Module for MaxPool2d {
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
     use candle_nn::VarMap;
 
     #[test]
