@@ -177,7 +177,7 @@ impl AtpSedbConfig {
             .blocks
             .iter()
             .filter_map(|b| b.pool.map(|p| p.mel))
-            .fold(n_mels, |m, k| if k == 0 { m } else { m / k });
+            .fold(n_mels, |m, k| m.checked_div(k).unwrap_or(m));
         self.blocks.last().map_or(0, |b| b.channels) * mels
     }
 

@@ -62,7 +62,7 @@ impl EncoderConfig {
         self.blocks
             .iter()
             .filter_map(|b| b.pool.map(|p| p.mel))
-            .fold(n_mels, |m, k| if k == 0 { m } else { m / k })
+            .fold(n_mels, |m, k| m.checked_div(k).unwrap_or(m))
     }
 
     /// Output feature size (`2 × gru_hidden`).

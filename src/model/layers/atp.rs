@@ -212,8 +212,8 @@ mod tests {
             .slice_assign(&[0..1, 0..3, 2..4], &gradcheck::rand_tensor(&[1, 3, 2], 7))
             .unwrap();
         let (a, b) = (head.forward(&h).unwrap(), head.forward(&h2).unwrap());
-        let (fa, fb): (Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>) =
-            (a.frame.to_vec3().unwrap(), b.frame.to_vec3().unwrap());
+        let fa: Vec<Vec<Vec<f64>>> = a.frame.to_vec3().unwrap();
+        let fb: Vec<Vec<Vec<f64>>> = b.frame.to_vec3().unwrap();
         for t in 0..3 {
             assert!((fa[0][t][0] - fb[0][t][0]).abs() < 1e-15);
             assert!((fa[0][t][1] - fb[0][t][1]).abs() > 1e-9);

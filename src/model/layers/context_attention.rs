@@ -94,7 +94,8 @@ mod tests {
         let wk: Vec<Vec<f64>> = att.key.weight().to_vec2().unwrap();
         let bk: Vec<f64> = att.key.bias().unwrap().to_vec1().unwrap();
         let sv: Vec<Vec<f64>> = att.score.weight().to_vec2().unwrap();
-        let (q, k, v): (Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>) = (
+        type V3 = Vec<Vec<Vec<f64>>>;
+        let (q, k, v): (V3, V3, V3) = (
             q.to_vec3().unwrap(),
             k.to_vec3().unwrap(),
             v.to_vec3().unwrap(),
