@@ -428,6 +428,28 @@ mod tests {
     }
 
     #[test]
+    fn training_updates_the_batch_norm_running_statistics() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 1, DType::F64, &Device::Cpu);
+        let net = AtpSedb::new(&tiny(false, false), 4, 2, vb).unwrap();
+        let stat = |name: &str| -> Vec<f64> {
+            let v = map.data().lock().unwrap().get(name).unwrap().clone();
+            v.as_tensor().to_vec1().unwrap()
+        };
+        let x = gradcheck::rand_tensor(&[2, 4, 4], 1);
+        let before = stat("encoder.0.bn.running_mean");
+        let eval = net.forward_t(&x, false).unwrap().clip;
+        assert_eq!(stat("encoder.0.bn.running_mean"), before);
+        net.forward_t(&x, true).unwrap();
+        let after = stat("encoder.1.bn.running_var");
+        assert!(after.iter().all(|v| (v - 1.0).abs() > 1e-9), "{after:?}");
+        // Inference now uses the updated statistics.
+        let eval2 = net.forward_t(&x, false).unwrap().clip;
+        let d = (eval - eval2).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f64>().unwrap() > 1e-9);
+    }
+
+    #[test]
     fn gradient_matches_finite_differences() {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);

@@ -339,8 +339,13 @@ impl CrnnEncoder {
 }
 
 /// Start frames of the target segments of a `t`-frame window with segments of `l`
-/// frames (`1 ≤ l ≤ t`): `min(i·l, t − l)` for `i < ⌈t/l⌉`.
+/// frames: `min(i·l, t − l)` for `i < ⌈t/l⌉` (`l` is clamped to `1..=t`; an empty
+/// window has no segments).
 pub fn segment_starts(t: usize, l: usize) -> Vec<usize> {
+    if t == 0 {
+        return Vec::new();
+    }
+    let l = l.clamp(1, t);
     let n = t.div_ceil(l);
     (0..n).map(|i| (i * l).min(t - l)).collect()
 }
@@ -501,6 +506,9 @@ mod tests {
         assert_eq!(segment_starts(11, 5), vec![0, 5, 6]);
         assert_eq!(segment_starts(4, 4), vec![0]);
         assert_eq!(segment_starts(3, 1), vec![0, 1, 2]);
+        assert_eq!(segment_starts(3, 9), vec![0]);
+        assert_eq!(segment_starts(3, 0), vec![0, 1, 2]);
+        assert!(segment_starts(0, 4).is_empty());
     }
 
     #[test]
