@@ -12,9 +12,17 @@ use serde::{Deserialize, Serialize};
 use super::layers::ShapeRecorder;
 use super::ModelError;
 
+pub mod amn;
+pub mod atp_sedb;
+pub mod context_attention;
 pub mod crnn;
+pub mod two_step_ae;
 
+pub use amn::{AmSwitch, Amn, AmnConfig};
+pub use atp_sedb::{AtpBlock, AtpSedb, AtpSedbConfig};
+pub use context_attention::{ContextAttention, ContextAttentionConfig, EncoderConfig};
 pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
+pub use two_step_ae::{ClipHead, TwoStepAe, TwoStepAeConfig};
 
 /// Architecture name and parameters, as stored in the model file (`arch`):
 /// `{"name": "crnn", ...params}`.
@@ -23,6 +31,14 @@ pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 pub enum ArchConfig {
     /// CDur-style CRNN baseline.
     Crnn(CrnnConfig),
+    /// Affinity mixup network (paper 000).
+    Amn(AmnConfig),
+    /// Two-step attention pooling with an autoencoder (2APAE, paper 003).
+    TwoStepAe(TwoStepAeConfig),
+    /// CNN encoder with ATP, SEDB and IFD projection heads (paper 001).
+    AtpSedb(AtpSedbConfig),
+    /// Local/global CRNNs with additive context attention (paper 002).
+    ContextAttention(ContextAttentionConfig),
 }
 
 impl Default for ArchConfig {
@@ -37,6 +53,10 @@ impl ArchConfig {
     pub fn name(&self) -> &'static str {
         match self {
             ArchConfig::Crnn(_) => "crnn",
+            ArchConfig::Amn(_) => "amn",
+            ArchConfig::TwoStepAe(_) => "two_step_ae",
+            ArchConfig::AtpSedb(_) => "atp_sedb",
+            ArchConfig::ContextAttention(_) => "context_attention",
         }
     }
 
@@ -45,6 +65,10 @@ impl ArchConfig {
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> Result<(), ModelError> {
         match self {
             ArchConfig::Crnn(c) => c.validate(n_mels, n_classes),
+            ArchConfig::Amn(c) => c.validate(n_mels, n_classes),
+            ArchConfig::TwoStepAe(c) => c.validate(n_mels, n_classes),
+            ArchConfig::AtpSedb(c) => c.validate(n_mels, n_classes),
+            ArchConfig::ContextAttention(c) => c.validate(n_mels, n_classes),
         }
     }
 
@@ -52,6 +76,10 @@ impl ArchConfig {
     pub fn summary(&self) -> String {
         match self {
             ArchConfig::Crnn(c) => c.summary(),
+            ArchConfig::Amn(c) => c.summary(),
+            ArchConfig::TwoStepAe(c) => c.summary(),
+            ArchConfig::AtpSedb(c) => c.summary(),
+            ArchConfig::ContextAttention(c) => c.summary(),
         }
     }
 
@@ -59,6 +87,10 @@ impl ArchConfig {
     pub fn min_frames(&self) -> usize {
         match self {
             ArchConfig::Crnn(c) => c.min_frames(),
+            ArchConfig::Amn(c) => c.min_frames(),
+            ArchConfig::TwoStepAe(c) => c.min_frames(),
+            ArchConfig::AtpSedb(c) => c.min_frames(),
+            ArchConfig::ContextAttention(c) => c.min_frames(),
         }
     }
 }
@@ -108,6 +140,12 @@ pub fn build(
     arch.validate(n_mels, n_classes)?;
     Ok(match arch {
         ArchConfig::Crnn(c) => Box::new(Crnn::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::Amn(c) => Box::new(Amn::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::TwoStepAe(c) => Box::new(TwoStepAe::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::AtpSedb(c) => Box::new(AtpSedb::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::ContextAttention(c) => {
+            Box::new(ContextAttention::new(c, n_mels, n_classes, vb)?)
+        }
     })
 }
 
