@@ -112,6 +112,8 @@ pub struct SinkState {
     labels: BTreeMap<String, LabelState>,
     any_on: bool,
     connected: bool,
+    /// Whether the announcement went out at least once.
+    announced: bool,
     /// Events waiting for a connection, each as its publications.
     pending: VecDeque<Vec<Publication>>,
     buffer_events: usize,
@@ -169,6 +171,7 @@ impl SinkState {
             discovery,
             any_on: false,
             connected: false,
+            announced: false,
             pending: VecDeque::new(),
             buffer_events,
             stats,
@@ -195,6 +198,7 @@ impl SinkState {
     /// then the events buffered while disconnected.
     pub fn on_connected(&mut self, out: &mut Vec<Publication>) {
         self.connected = true;
+        self.announced = true;
         out.push(Publication::new(self.topics.availability(), ONLINE, true));
         self.announce(out);
         for ev in self.pending.drain(..) {
@@ -404,6 +408,10 @@ pub struct MqttSink {
 
 /// Longest time [`Sink::close`] waits for the connection thread after the worker.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Longest time the worker waits at close for a first connection, so that a run
+/// shorter than the connection set-up still publishes its events and states.
+const CLOSE_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
 impl MqttSink {
     /// Starts the sink for a model named `model` with `labels` (`(label, enabled)`,
@@ -634,6 +642,19 @@ fn worker_loop(
             },
         }
         publish(&client, qos, &mut out, &stats, &mut warned_at);
+    }
+    // A short run (a file) may end before the first connection: give the broker a
+    // moment to take the buffered events and the announcement.
+    let deadline = Instant::now() + CLOSE_CONNECT_WAIT;
+    while !state.connected() && !state.announced {
+        match ctl.recv_deadline(deadline) {
+            Ok(Control::Connected) => {
+                state.on_connected(&mut out);
+                publish(&client, qos, &mut out, &stats, &mut warned_at);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
     }
     closing.store(true, Ordering::Relaxed);
     state.on_close(&mut out);
