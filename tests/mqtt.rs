@@ -619,3 +619,62 @@ fn daemon_reconnects_after_the_broker_restarts() {
         .collect();
     assert_eq!(events, lines);
 }
+
+#[test]
+fn home_assistant_firmware_profile_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/home-assistant.toml");
+    let cfg = hark::config::Config::load(&path).unwrap();
+    let m = cfg.mqtt.expect("the profile turns MQTT on");
+    assert!(m.discovery);
+    assert_eq!(m.port(), 1883);
+    assert_eq!(m.qos, hark::events::mqtt::Qos::AtLeastOnce);
+    let out = hark().arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreadable_password_file_is_named_and_the_password_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_model(dir.path());
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[mqtt]\nhost = \"127.0.0.1\"\nusername = \"u\"\npassword_file = \"missing-pw\"\n",
+    )
+    .unwrap();
+    let out = hark()
+        .args(["run", "--input"])
+        .arg(format!("file:{}", clip().display()))
+        .arg("--model")
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("mqtt.password_file") && err.contains("missing-pw"),
+        "{err}"
+    );
+    // With the password inline, a failed connection must not show it in the logs.
+    std::fs::write(
+        &cfg,
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = 1\nusername = \"u\"\npassword = \"hunter2-secret\"\n",
+    )
+    .unwrap();
+    let out = hark()
+        .env("HARK_LOG", "trace")
+        .args(["run", "--input"])
+        .arg(format!("file:{}", clip().display()))
+        .arg("--model")
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("mqtt"), "the sink logs: {all}");
+    assert!(!all.contains("hunter2-secret"), "{all}");
+}
