@@ -483,8 +483,7 @@ fn file_run_publishes_discovery_retained_states_and_every_event() {
         let Some(last_stop) = lines
             .iter()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|v| v["type"] == "stop" && v["label"] == label)
-            .last()
+            .rfind(|v| v["type"] == "stop" && v["label"] == label)
         else {
             continue;
         };
