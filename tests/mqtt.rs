@@ -54,19 +54,32 @@ struct Broker {
     child: Option<Child>,
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Broker {
+    /// An anonymous plain-TCP broker.
     fn start(bin: PathBuf, dir: &Path) -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        let port = free_port();
+        Self::with_config(
+            bin,
+            dir,
+            port,
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
         )
-        .unwrap();
+    }
+
+    /// A broker with the listeners in `listeners`; ready once `port` accepts.
+    fn with_config(bin: PathBuf, dir: &Path, port: u16, listeners: &str) -> Broker {
+        // mosquitto started as root drops to its own user: let it read the files.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("persistence false\n{listeners}")).unwrap();
         let mut b = Broker {
             bin,
             conf,
@@ -676,4 +689,74 @@ fn an_unreadable_password_file_is_named_and_the_password_never_printed() {
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(all.contains("mqtt"), "the sink logs: {all}");
     assert!(!all.contains("hunter2-secret"), "{all}");
+}
+
+#[test]
+fn tls_with_a_ca_file_and_a_password_file_connects() {
+    let Some(bin) = need_mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mqtt");
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::copy(data.join(f), dir.path().join(f)).unwrap();
+    }
+    // mosquitto's own password file format (salted PBKDF2-SHA512 hash).
+    let passwd = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(dir.path().join("passwd"))
+        .args(["hark", "s3cret pass"])
+        .status()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(passwd.success());
+    for f in ["passwd", "server.key"] {
+        std::fs::set_permissions(
+            dir.path().join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let (plain, tls) = (free_port(), free_port());
+    let d = dir.path().display();
+    let broker = Broker::with_config(
+        bin,
+        dir.path(),
+        plain,
+        &format!(
+            "per_listener_settings true\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwd\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+        ),
+    );
+    let mut sub = Sub::new(broker.port, "test-tls", &["hark/testnode/#"]);
+    let model = test_model(dir.path());
+    std::fs::write(dir.path().join("mqtt-password"), "s3cret pass\n").unwrap();
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {tls}\nnode_id = \"testnode\"\n\
+             username = \"hark\"\npassword_file = \"mqtt-password\"\n\
+             [mqtt.tls]\nca_file = \"ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let out = hark()
+        .args(["run", "--input"])
+        .arg(format!("file:{}", clip().display()))
+        .arg("--model")
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = event_lines(&stdout(&out));
+    sub.wait_topic(AVAILABILITY, "online");
+    sub.wait_topic(AVAILABILITY, "offline");
+    let events: Vec<String> = sub
+        .payloads("hark/testnode/events", 0)
+        .iter()
+        .map(|m| m.payload.clone())
+        .collect();
+    assert_eq!(events, lines);
 }

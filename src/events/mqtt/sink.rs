@@ -240,11 +240,13 @@ impl SinkState {
                 self.device.any_config(t).to_string(),
                 true,
             ));
-            out.push(Publication::new(
-                t.event_config(),
-                self.device.event_config(t, &self.enabled).to_string(),
-                true,
-            ));
+            // Home Assistant rejects an event entity without event types.
+            let event_config = if self.enabled.is_empty() {
+                String::new()
+            } else {
+                self.device.event_config(t, &self.enabled).to_string()
+            };
+            out.push(Publication::new(t.event_config(), event_config, true));
             for l in &self.disabled {
                 out.push(Publication::new(t.label_config(l), "", true));
             }
@@ -729,7 +731,20 @@ fn connection_loop(
                     let _ = ctl.send(Control::HaOnline);
                 }
             }
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // Closing at once could reset the connection with the broker's acks
+                // unread, and a reset makes the broker drop what it has not read yet
+                // (and send the last will). Wait for the broker to close instead.
+                let t0 = Instant::now();
+                while let Some(left) = CLOSE_WAIT.checked_sub(t0.elapsed()) {
+                    match conn.recv_timeout(left) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) | Err(_) => break,
+                    }
+                }
+                connected = false;
+                break;
+            }
             Ok(_) => {}
             Err(e) => {
                 if closing.load(Ordering::Relaxed) {
@@ -965,6 +980,26 @@ mod tests {
             (out[0].topic.as_str(), out[0].payload.as_str()),
             ("hark/n/availability", "offline")
         );
+    }
+
+    #[test]
+    fn without_enabled_labels_the_event_entity_is_removed() {
+        let mut s = SinkState::new(
+            state(1).topics.clone(),
+            state(1).device.clone(),
+            true,
+            &[("cat".into(), false)],
+            1,
+            Arc::new(MqttStats::default()),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.on_connected(&mut out);
+        let ev = out
+            .iter()
+            .find(|p| p.topic == "homeassistant/event/n/sound_event/config")
+            .unwrap();
+        assert_eq!(ev.payload, "");
     }
 
     #[test]
