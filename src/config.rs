@@ -177,6 +177,9 @@ pub struct Config {
     /// Queues and reporting.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// MQTT and Home Assistant sink; off when absent.
+    #[serde(default)]
+    pub mqtt: Option<crate::events::mqtt::MqttConfig>,
     /// Per-class overrides of the model's post-processing, by label.
     #[serde(default)]
     pub classes: BTreeMap<String, ClassOverride>,
@@ -197,6 +200,9 @@ impl Config {
             if p.is_relative() {
                 cfg.model.path = Some(base.join(p));
             }
+        }
+        if let Some(m) = &mut cfg.mqtt {
+            m.resolve_paths(base);
         }
         Ok(cfg)
     }
@@ -283,6 +289,9 @@ impl Config {
                 s.to_string(),
                 "seconds in 0.1..=86400",
             ));
+        }
+        if let Some(m) = &self.mqtt {
+            m.validate(path)?;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::detect::event::{DetectedEvent, Event};
 use crate::detect::postprocess::{Detector, PostprocessConfig, PostprocessError};
 use crate::detect::streaming::{StreamingConfig, StreamingRunner};
 use crate::events::hub::{Hub, Sink};
+use crate::events::mqtt::MqttSink;
 use crate::events::protocol::{Hello, Message, Status, StreamState, PROTOCOL_VERSION};
 use crate::events::socket::{SocketOptions, SocketSink};
 use crate::events::stdout::StdoutSink;
@@ -511,6 +512,8 @@ pub struct RunOptions {
     pub socket: Option<(PathBuf, SocketOptions)>,
     /// Print lines to stdout.
     pub stdout: bool,
+    /// Publish to MQTT / Home Assistant.
+    pub mqtt: Option<crate::events::mqtt::MqttConfig>,
     /// Seconds of frames queued between frontend and model thread.
     pub queue_seconds: f32,
     /// Interval of `status` messages and log lines.
@@ -622,6 +625,12 @@ pub fn run(
     }
     if opts.stdout {
         sinks.push(Box::new(StdoutSink::start(4096, false)?));
+    }
+    if let Some(m) = &opts.mqtt {
+        let enabled = pp.resolve(&meta.classes)?.into_iter().map(|p| p.enabled);
+        let labels: Vec<(String, bool)> = meta.classes.iter().cloned().zip(enabled).collect();
+        let sink = MqttSink::start(m, &meta.name, &labels).map_err(EventsError::from)?;
+        sinks.push(Box::new(sink));
     }
     let publish_scores = opts.socket.is_some();
     let (hub, hub_tx) = Hub::start(labels.clone(), sinks, 4096)?;

@@ -277,6 +277,7 @@ fn run(a: RunArgs) -> Result<()> {
         duration_s: a.duration,
         socket,
         stdout,
+        mqtt: cfg.mqtt.clone(),
         queue_seconds: cfg.pipeline.queue_seconds,
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
         hop_frames: cfg.model.hop_frames,

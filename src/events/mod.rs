@@ -1,5 +1,5 @@
 //! Publishing events: the JSON-lines protocol, the hub that fans messages out, and
-//! one file per sink (Unix socket, stdout).
+//! one file or folder per sink (Unix socket, stdout, MQTT).
 //!
 //! The model thread hands every message to the [`hub::Hub`] through a bounded
 //! channel. The hub serialises each message once and offers it to every sink's own
@@ -7,6 +7,7 @@
 //! for socket clients, the connection), counted, and never delays detection.
 
 pub mod hub;
+pub mod mqtt;
 pub mod protocol;
 pub mod socket;
 pub mod stdout;
@@ -45,4 +46,7 @@ pub enum EventsError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The MQTT sink could not start.
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
 }
