@@ -65,7 +65,12 @@ pub struct StreamingRunner {
     out_scratch: Vec<f32>,
     /// Windows scored since creation.
     windows_run: u64,
+    /// Called with the duration of every `Scorer::score` call (metrics), if set.
+    on_inference: Option<InferenceObserver>,
 }
+
+/// Receives the duration of each model forward pass (e.g. a metrics histogram).
+pub type InferenceObserver = Box<dyn Fn(std::time::Duration) + Send>;
 
 impl StreamingRunner {
     /// A runner over `scorer` with the given window geometry.
@@ -90,7 +95,13 @@ impl StreamingRunner {
             win_scratch: Vec::with_capacity(w * n_mels),
             out_scratch: Vec::with_capacity(w * n_classes),
             windows_run: 0,
+            on_inference: None,
         })
+    }
+
+    /// Calls `f` with the duration of every model forward pass from now on.
+    pub fn set_inference_observer(&mut self, f: InferenceObserver) {
+        self.on_inference = Some(f);
     }
 
     /// Number of classes per output frame.
@@ -192,8 +203,12 @@ impl StreamingRunner {
             let last = self.win_scratch.len() - nm;
             self.win_scratch.extend_from_within(last..last + nm);
         }
+        let t0 = self.on_inference.as_ref().map(|_| std::time::Instant::now());
         self.scorer
             .score(&self.win_scratch, padded, &mut self.out_scratch)?;
+        if let (Some(f), Some(t0)) = (&self.on_inference, t0) {
+            f(t0.elapsed());
+        }
         if self.out_scratch.len() != padded * nc {
             return Err(ModelError::Input(format!(
                 "scorer returned {} values for {padded} frames × {nc} classes",
