@@ -435,9 +435,14 @@ pub fn run(
         socket_stats = Some(sink.stats());
         sinks.push(Box::new(sink));
     }
+    // Spectrogram columns and page scores: about MEL_COLUMNS_PER_S per second.
+    let page_every = ((meta.features.frame_rate() / MEL_COLUMNS_PER_S).round() as usize).max(1);
     if let Some(h) = &opts.http {
         sinks.push(Box::new(HttpSink::start(
-            *h,
+            HttpOptions {
+                scores_every: page_every,
+                ..*h
+            },
             hello.to_outgoing(),
             metrics.clone(),
         )?));
@@ -462,11 +467,7 @@ pub fn run(
     let live_out = LiveOutputs {
         metrics,
         socket: socket_stats,
-        mel_every: if opts.http.is_some() {
-            ((fps / MEL_COLUMNS_PER_S).round() as usize).max(1)
-        } else {
-            0
-        },
+        mel_every: if opts.http.is_some() { page_every } else { 0 },
         n_mels: meta.features.n_mels,
     };
     let queue_chunks = ((f64::from(opts.queue_seconds) * fps / 4.0).ceil() as usize).max(4);
@@ -762,8 +763,15 @@ fn model_loop(
                         }
                         publish_event(hub, metrics, e, &last_wall, wall_of);
                     }
-                    StageOutput::Scores { .. } => {
+                    StageOutput::Scores { frame, scores } => {
                         metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
+                        // The tail's scores, too (subscribers saw none before).
+                        if publish_scores {
+                            hub.send(Message::Scores {
+                                t: frame as f64 / fps,
+                                scores: scores.to_vec(),
+                            });
+                        }
                     }
                 }
             });

@@ -56,9 +56,9 @@ pub struct HttpOptions {
     pub client_queue: usize,
     /// Most page clients at once; more get `503`.
     pub max_clients: usize,
-    /// Most `scores` lines per second sent to pages (the top-k view); more are
-    /// skipped.
-    pub scores_per_s: f64,
+    /// One `scores` line in this many is sent to pages (the top-k view does not
+    /// need every frame); 1 sends all.
+    pub scores_every: usize,
     /// Lines queued between the hub and the fan-out thread.
     pub sink_queue: usize,
 }
@@ -69,7 +69,7 @@ impl Default for HttpOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             client_queue: 512,
             max_clients: 16,
-            scores_per_s: 10.0,
+            scores_every: 5,
             sink_queue: 4096,
         }
     }
@@ -237,21 +237,16 @@ impl Sink for HttpSink {
 
 /// The fan-out loop: hub lines → replay state → every client's queue.
 fn fanout(rx: Receiver<Arc<Outgoing>>, shared: &Shared) {
-    let min_gap = if shared.opts.scores_per_s > 0.0 {
-        Duration::from_secs_f64(1.0 / shared.opts.scores_per_s)
-    } else {
-        Duration::MAX
-    };
-    let mut last_scores: Option<Instant> = None;
+    let every = shared.opts.scores_every.max(1) as u64;
+    let mut n_scores = 0u64;
     let mut warned_at: Option<Instant> = None;
     for out in rx {
         match out.kind {
             Kind::Scores => {
-                let now = Instant::now();
-                if last_scores.is_some_and(|t| now.duration_since(t) < min_gap) {
+                n_scores += 1;
+                if (n_scores - 1) % every != 0 {
                     continue;
                 }
-                last_scores = Some(now);
             }
             Kind::Hello | Kind::Status | Kind::Event | Kind::Mel => {}
         }
@@ -656,7 +651,7 @@ mod tests {
     #[test]
     fn scores_are_thinned_for_pages() {
         let (sink, _metrics) = start(HttpOptions {
-            scores_per_s: 0.001,
+            scores_every: 3,
             ..HttpOptions::default()
         });
         let mut r = open_events(sink.local_addr());
@@ -668,7 +663,10 @@ mod tests {
             ));
         }
         sink.offer(&line(Kind::Event, r#"{"type":"start"}"#));
-        assert_eq!(next_data(&mut r).unwrap(), r#"{"type":"scores","i":0}"#);
+        for i in [0, 3, 6, 9] {
+            let want = format!(r#"{{"type":"scores","i":{i}}}"#);
+            assert_eq!(next_data(&mut r).unwrap(), want);
+        }
         assert_eq!(next_data(&mut r).unwrap(), r#"{"type":"start"}"#);
         sink.close();
     }
