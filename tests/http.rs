@@ -291,3 +291,15 @@ fn a_non_loopback_address_warns_that_the_page_is_open() {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_demo_profile_serves_the_page_on_loopback() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/demo.toml");
+    let cfg = hark::config::Config::load(&path).unwrap();
+    let addr = hark::events::http::parse_addr(cfg.http.addr.as_deref().unwrap()).unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(addr.port(), 8080);
+    assert!(cfg.pipeline.status_interval_s <= 1.0);
+    let o = run(&["check-config", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
