@@ -329,6 +329,25 @@ fn text(
     r
 }
 
+/// Whether a request's `Host` names this machine's loopback (`localhost`,
+/// `127.0.0.1`, `[::1]`, with any port). A page served on loopback answers only
+/// those, so a web site cannot reach it through DNS rebinding.
+fn host_is_loopback(req: &tiny_http::Request) -> bool {
+    let Some(h) = req.headers().iter().find(|h| h.field.equiv("Host")) else {
+        return false;
+    };
+    let host = h.value.as_str().trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn handle(req: tiny_http::Request, shared: &Arc<Shared>) {
     let path = req
         .url()
@@ -337,6 +356,14 @@ fn handle(req: tiny_http::Request, shared: &Arc<Shared>) {
         .unwrap_or("/")
         .to_string();
     let method = req.method().clone();
+    if shared.opts.addr.ip().is_loopback() && !host_is_loopback(&req) {
+        let _ = req.respond(text(
+            421,
+            "text/plain; charset=utf-8",
+            "this page answers only to localhost\n",
+        ));
+        return;
+    }
     if !matches!(method, tiny_http::Method::Get | tiny_http::Method::Head) {
         let _ = req.respond(text(405, "text/plain; charset=utf-8", "only GET\n"));
         return;
@@ -494,7 +521,7 @@ mod tests {
 
     fn get(addr: SocketAddr, path: &str) -> (String, String) {
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -505,7 +532,7 @@ mod tests {
     fn open_events(addr: SocketAddr) -> BufReader<TcpStream> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(s, "GET /events HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET /events HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
         let mut r = BufReader::new(s);
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
@@ -580,6 +607,19 @@ mod tests {
         assert!(m.contains("hark_windows_total 42"), "{m}");
         let (head, _) = get(addr, "/nope");
         assert!(head.contains(" 404"), "{head}");
+        // DNS rebinding: a loopback page refuses other host names.
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET / HTTP/1.0\r\nHost: evil.example:80\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.contains(" 421 "), "{text}");
+        for ok in ["127.0.0.1:8080", "[::1]:1", "LOCALHOST"] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(s, "GET /healthz HTTP/1.0\r\nHost: {ok}\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            assert!(text.contains(" 200 "), "{ok}: {text}");
+        }
         sink.close();
     }
 
@@ -619,7 +659,7 @@ mod tests {
         let addr = sink.local_addr();
         // This client never reads: its socket buffers fill, then its queue.
         let mut stuck = TcpStream::connect(addr).unwrap();
-        write!(stuck, "GET /events HTTP/1.0\r\n\r\n").unwrap();
+        write!(stuck, "GET /events HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
         let mut good = open_events(addr);
         wait_for(|| metrics.http_clients.load(Ordering::Relaxed) == 2);
         let big = format!(r#"{{"type":"status","pad":"{}"}}"#, "x".repeat(64 * 1024));
@@ -682,6 +722,38 @@ mod tests {
         let (head, _) = get(sink.local_addr(), "/events");
         assert!(head.contains(" 503"), "{head}");
         sink.close();
+    }
+
+    #[test]
+    fn http_1_1_pages_get_chunked_messages_and_the_last_chunk() {
+        let (sink, metrics) = start(HttpOptions::default());
+        let mut s = TcpStream::connect(sink.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        wait_for(|| metrics.http_clients.load(Ordering::Relaxed) == 1);
+        sink.close();
+        // HTTP/1.1 keeps the connection open; the last chunk ends the response.
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !text.ends_with(b"\r\n0\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the last chunk");
+            text.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        let hello = sse_message(r#"{"type":"hello"}"#);
+        let retry = "retry: 2000\n\n";
+        assert_eq!(
+            body,
+            format!(
+                "{:x}\r\n{retry}\r\n{:x}\r\n{hello}\r\n0\r\n\r\n",
+                retry.len(),
+                hello.len()
+            )
+        );
     }
 
     #[test]
