@@ -745,7 +745,13 @@ fn model_loop(
                 }
                 .and_then(|_| stage.push(&data, &mut on));
                 summary.events += events;
-                update_metrics(metrics, live.socket.as_deref(), &stage, counters, dropped_frames);
+                update_metrics(
+                    metrics,
+                    live.socket.as_deref(),
+                    &stage,
+                    counters,
+                    dropped_frames,
+                );
                 match r {
                     Ok(()) => (false, None),
                     Err(e) => (true, Some(e)),
@@ -820,7 +826,13 @@ fn model_loop(
             hub.send(Message::Status(st));
         }
     };
-    update_metrics(metrics, live.socket.as_deref(), &stage, counters, dropped_frames);
+    update_metrics(
+        metrics,
+        live.socket.as_deref(),
+        &stage,
+        counters,
+        dropped_frames,
+    );
     metrics.set_state(StreamState::Ended);
     let st = status(&stage, counters, dropped_frames, fps, StreamState::Ended);
     summary.audio_s = st.t;
@@ -867,21 +879,24 @@ fn update_metrics(
     counters: &SourceCounters,
     dropped_frames: &AtomicU64,
 ) {
-    metrics.windows.store(stage.windows_run(), Ordering::Relaxed);
     metrics
-        .samples_dropped
-        .store(SourceCounters::get(&counters.samples_dropped), Ordering::Relaxed);
-    metrics
-        .samples_nonfinite
-        .store(SourceCounters::get(&counters.samples_nonfinite), Ordering::Relaxed);
+        .windows
+        .store(stage.windows_run(), Ordering::Relaxed);
+    metrics.samples_dropped.store(
+        SourceCounters::get(&counters.samples_dropped),
+        Ordering::Relaxed,
+    );
+    metrics.samples_nonfinite.store(
+        SourceCounters::get(&counters.samples_nonfinite),
+        Ordering::Relaxed,
+    );
     metrics
         .frames_shed
         .store(dropped_frames.load(Ordering::Relaxed), Ordering::Relaxed);
     if let Some(s) = socket {
-        metrics.socket_clients.store(
-            s.clients.load(Ordering::Relaxed) as u64,
-            Ordering::Relaxed,
-        );
+        metrics
+            .socket_clients
+            .store(s.clients.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
     }
 }
 

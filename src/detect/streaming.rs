@@ -203,7 +203,10 @@ impl StreamingRunner {
             let last = self.win_scratch.len() - nm;
             self.win_scratch.extend_from_within(last..last + nm);
         }
-        let t0 = self.on_inference.as_ref().map(|_| std::time::Instant::now());
+        let t0 = self
+            .on_inference
+            .as_ref()
+            .map(|_| std::time::Instant::now());
         self.scorer
             .score(&self.win_scratch, padded, &mut self.out_scratch)?;
         if let (Some(f), Some(t0)) = (&self.on_inference, t0) {
