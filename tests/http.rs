@@ -172,23 +172,30 @@ fn page_events_and_metrics_while_a_file_streams() {
     assert!(!spans.is_empty());
     assert_eq!(spans, offline_spans(&model));
 
-    // Spectrogram columns: 64 bands, ~10 per second of audio, in time order.
+    // Lines sent before this page connected are not replayed (only hello, status
+    // and events are), so on a slow machine the first columns may be missing:
+    // every later one must be there, in order, up to the end of the clip.
+    let consecutive_to = |ts: &[f64], last: f64| {
+        assert!(
+            ts.windows(2).all(|w| (w[1] - w[0] - 0.1).abs() < 1e-9),
+            "{ts:?}"
+        );
+        assert!((ts[ts.len() - 1] - last).abs() < 1e-9, "{ts:?}");
+    };
+    // Spectrogram columns: 64 bands, one per 5 frames (0.1 s); 262 frames make 52
+    // whole columns, t = 0.0 ..= 5.1.
     let mel: Vec<&serde_json::Value> = msgs.iter().filter(|v| v["type"] == "mel").collect();
-    assert!((45..=55).contains(&mel.len()), "{} mel columns", mel.len());
     assert!(mel.iter().all(|v| v["mel"].as_array().unwrap().len() == 64));
     let ts: Vec<f64> = mel.iter().map(|v| v["t"].as_f64().unwrap()).collect();
-    assert!(
-        ts.windows(2).all(|w| (w[1] - w[0] - 0.1).abs() < 1e-9),
-        "{ts:?}"
-    );
-    // Scores for the top-k view, keyed by label: one frame in five (262 frames).
+    assert!(ts.len() >= 30 && ts.len() <= 52, "{ts:?}");
+    consecutive_to(&ts, 5.1);
+    // Scores for the top-k view, keyed by label: frames 0, 5, ..., 260 (t ..= 5.2).
+    // The first ones come out at 2 s (the first window), so a page connected
+    // before that gets all 53.
     let scores: Vec<_> = msgs.iter().filter(|v| v["type"] == "scores").collect();
-    assert_eq!(scores.len(), 53);
     let st: Vec<f64> = scores.iter().map(|v| v["t"].as_f64().unwrap()).collect();
-    assert!(
-        st.windows(2).all(|w| (w[1] - w[0] - 0.1).abs() < 1e-9),
-        "{st:?}"
-    );
+    assert!(st.len() >= 30 && st.len() <= 53, "{st:?}");
+    consecutive_to(&st, 5.2);
     assert_eq!(scores[0]["scores"].as_object().unwrap().len(), 3);
     let last = msgs.last().unwrap();
     assert_eq!(last["type"], "status");
