@@ -122,6 +122,39 @@ impl Default for SocketConfig {
     }
 }
 
+/// `[http]`: the live web page, Server-Sent Events and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to serve on, `HOST:PORT` or a bare port (loopback); off when absent.
+    /// The page has no authentication: give a non-loopback address only on a
+    /// trusted network.
+    pub addr: Option<String>,
+    /// Lines queued per page client before a slow client is dropped.
+    #[serde(default = "default_http_client_queue")]
+    pub client_queue: usize,
+    /// Most page clients at once.
+    #[serde(default = "default_http_max_clients")]
+    pub max_clients: usize,
+}
+
+const fn default_http_client_queue() -> usize {
+    512
+}
+const fn default_http_max_clients() -> usize {
+    16
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            client_queue: default_http_client_queue(),
+            max_clients: default_http_max_clients(),
+        }
+    }
+}
+
 /// `[pipeline]`: queue sizes and reporting.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +213,9 @@ pub struct Config {
     /// MQTT and Home Assistant sink; off when absent.
     #[serde(default)]
     pub mqtt: Option<crate::events::mqtt::MqttConfig>,
+    /// Live web page and metrics.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Per-class overrides of the model's post-processing, by label.
     #[serde(default)]
     pub classes: BTreeMap<String, ClassOverride>,
@@ -272,6 +308,24 @@ impl Config {
                 "model.hop_frames",
                 "0".into(),
                 "1..=the model's window_frames",
+            ));
+        }
+        if let Some(a) = &self.http.addr {
+            crate::events::http::parse_addr(a)
+                .map_err(|e| bad("http.addr", format!("{a:?}"), &e))?;
+        }
+        if !(8..=1_000_000).contains(&self.http.client_queue) {
+            return Err(bad(
+                "http.client_queue",
+                self.http.client_queue.to_string(),
+                "8..=1000000 lines",
+            ));
+        }
+        if !(1..=10_000).contains(&self.http.max_clients) {
+            return Err(bad(
+                "http.max_clients",
+                self.http.max_clients.to_string(),
+                "1..=10000",
             ));
         }
         let q = self.pipeline.queue_seconds;
@@ -402,6 +456,9 @@ path = "/opt/m.safetensors"
 path = "/run/hark/hark.sock"
 [pipeline]
 status_interval_s = 30
+[http]
+addr = "127.0.0.1:8080"
+max_clients = 4
 [classes.speech]
 on = 0.7
 enabled = false
@@ -435,6 +492,14 @@ enabled = false
             .unwrap_err()
             .to_string();
         assert!(e.contains("source.input"), "{e}");
+        let e = Config::parse("[http]\naddr = \"here:there\"\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.addr") && e.contains("HOST:PORT"), "{e}");
+        let e = Config::parse("[http]\nmax_clients = 0\n", p())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.max_clients"), "{e}");
     }
 
     #[test]

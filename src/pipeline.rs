@@ -31,10 +31,11 @@ use crate::audio::{
 use crate::detect::event::{DetectedEvent, Event};
 use crate::detect::postprocess::{Detector, PostprocessConfig, PostprocessError};
 use crate::detect::streaming::{StreamingConfig, StreamingRunner};
+use crate::events::http::{HttpOptions, HttpSink, Metrics};
 use crate::events::hub::{Hub, Sink};
 use crate::events::mqtt::MqttSink;
 use crate::events::protocol::{Hello, Message, Status, StreamState, PROTOCOL_VERSION};
-use crate::events::socket::{SocketOptions, SocketSink};
+use crate::events::socket::{SocketOptions, SocketSink, SocketStats};
 use crate::events::stdout::StdoutSink;
 use crate::events::{EventsError, HubHandle};
 use crate::features::{FeatureConfig, FeatureError, Frontend};
@@ -273,6 +274,11 @@ impl DetectStage {
     /// Frames whose final scores were produced so far.
     pub fn frames_done(&self) -> u64 {
         self.next_frame
+    }
+
+    /// Calls `f` with the duration of every model forward pass (metrics).
+    pub fn set_inference_observer(&mut self, f: crate::detect::streaming::InferenceObserver) {
+        self.runner.set_inference_observer(f);
     }
 
     /// Model windows run so far.
@@ -514,6 +520,8 @@ pub struct RunOptions {
     pub stdout: bool,
     /// Publish to MQTT / Home Assistant.
     pub mqtt: Option<crate::events::mqtt::MqttConfig>,
+    /// Serve the live web page, Server-Sent Events and `/metrics`.
+    pub http: Option<HttpOptions>,
     /// Seconds of frames queued between frontend and model thread.
     pub queue_seconds: f32,
     /// Interval of `status` messages and log lines.
@@ -551,6 +559,21 @@ pub struct RunSummary {
     /// Model windows run.
     pub windows: u64,
 }
+
+/// Web page outputs of the model thread: counters, and log-mel columns.
+struct LiveOutputs {
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// The socket sink's counters (connected clients), when serving a socket.
+    socket: Option<Arc<SocketStats>>,
+    /// Frames averaged into one spectrogram column for the page; 0: no columns.
+    mel_every: usize,
+    /// Mel bands per frame.
+    n_mels: usize,
+}
+
+/// Columns per second of the page's spectrogram.
+const MEL_COLUMNS_PER_S: f64 = 10.0;
 
 enum FrontMsg {
     /// Frames starting at `first`, row-major; `wall` is the wall time of frame `first`
@@ -594,7 +617,7 @@ pub fn run(
         streaming.hop_frames = h;
         streaming.validate().map_err(ModelError::Input)?;
     }
-    let stage = DetectStage::with_options(
+    let mut stage = DetectStage::with_options(
         model,
         pp,
         stream_id,
@@ -605,6 +628,11 @@ pub fn run(
         },
     )?;
     let labels = stage.labels().to_vec();
+    let metrics = Arc::new(Metrics::new(labels.clone()));
+    {
+        let m = metrics.clone();
+        stage.set_inference_observer(Box::new(move |d| m.inference.observe(d)));
+    }
     let fe = FeatureStage::new(source.sample_rate(), &meta.features)?;
 
     // Sinks and hub.
@@ -615,24 +643,34 @@ pub fn run(
         source: describe.clone(),
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut socket_stats = None;
     if let Some((path, so)) = &opts.socket {
-        sinks.push(Box::new(SocketSink::bind(
-            path,
+        let sink = SocketSink::bind(path, hello.to_outgoing(), labels.clone(), *so)?;
+        socket_stats = Some(sink.stats());
+        sinks.push(Box::new(sink));
+    }
+    // Spectrogram columns and page scores: about MEL_COLUMNS_PER_S per second.
+    let page_every = ((meta.features.frame_rate() / MEL_COLUMNS_PER_S).round() as usize).max(1);
+    if let Some(h) = &opts.http {
+        sinks.push(Box::new(HttpSink::start(
+            HttpOptions {
+                scores_every: page_every,
+                ..*h
+            },
             hello.to_outgoing(),
-            labels.clone(),
-            *so,
+            metrics.clone(),
         )?));
     }
     if opts.stdout {
         sinks.push(Box::new(StdoutSink::start(4096, false)?));
     }
     if let Some(m) = &opts.mqtt {
-        let enabled = pp.resolve(&meta.classes)?.into_iter().map(|p| p.enabled);
-        let labels: Vec<(String, bool)> = meta.classes.iter().cloned().zip(enabled).collect();
-        let sink = MqttSink::start(m, &meta.name, &labels).map_err(EventsError::from)?;
+        let enabled = pp.resolve(&labels)?.into_iter().map(|p| p.enabled);
+        let mqtt_labels: Vec<(String, bool)> = labels.iter().cloned().zip(enabled).collect();
+        let sink = MqttSink::start(m, &meta.name, &mqtt_labels).map_err(EventsError::from)?;
         sinks.push(Box::new(sink));
     }
-    let publish_scores = opts.socket.is_some();
+    let publish_scores = opts.socket.is_some() || opts.http.is_some();
     let (hub, hub_tx) = Hub::start(labels.clone(), sinks, 4096)?;
     hub_tx.send(Message::Status(Status {
         state: StreamState::Running,
@@ -647,6 +685,12 @@ pub fn run(
     tracing::info!(source = %describe, model = %meta.name, classes = meta.classes.len(), "listening");
 
     let fps = meta.features.frame_rate();
+    let live_out = LiveOutputs {
+        metrics,
+        socket: socket_stats,
+        mel_every: if opts.http.is_some() { page_every } else { 0 },
+        n_mels: meta.features.n_mels,
+    };
     let queue_chunks = ((f64::from(opts.queue_seconds) * fps / 4.0).ceil() as usize).max(4);
     let (tx, rx) = bounded::<FrontMsg>(queue_chunks);
     let dropped_frames = Arc::new(AtomicU64::new(0));
@@ -697,6 +741,7 @@ pub fn run(
                     fps,
                     publish_scores,
                     status_interval,
+                    &live_out,
                 );
                 hub_tx.shutdown();
                 let _ = done_tx.send(r);
@@ -882,8 +927,14 @@ fn model_loop(
     fps: f64,
     publish_scores: bool,
     status_interval: Duration,
+    live: &LiveOutputs,
 ) -> Result<RunSummary, PipelineError> {
     let mut summary = RunSummary::default();
+    let metrics = &*live.metrics;
+    // Spectrogram column being averaged: sums per band, frames in it, first frame.
+    let mut mel_sum = vec![0.0f32; live.n_mels];
+    let mut mel_n = 0usize;
+    let mut mel_first = 0u64;
     let mut last_wall: Option<(u64, SystemTime)> = None;
     let mut last_status = Instant::now();
     let mut last_drops = (0u64, 0u64);
@@ -933,10 +984,31 @@ fn model_loop(
                 if let Some(w) = wall {
                     last_wall = Some((first, w));
                 }
+                if live.mel_every > 0 && live.n_mels > 0 {
+                    for (i, row) in data.chunks_exact(live.n_mels).enumerate() {
+                        if mel_n == 0 {
+                            mel_first = first + i as u64;
+                        }
+                        for (s, v) in mel_sum.iter_mut().zip(row) {
+                            *s += v;
+                        }
+                        mel_n += 1;
+                        if mel_n == live.mel_every {
+                            let k = 1.0 / mel_n as f32;
+                            hub.send(Message::Mel {
+                                t: mel_first as f64 / fps,
+                                mel: mel_sum.iter().map(|s| s * k).collect(),
+                            });
+                            mel_sum.fill(0.0);
+                            mel_n = 0;
+                        }
+                    }
+                }
                 let expected = stage.frames_done() + pending_frames(&stage);
                 let mut events = 0u64;
                 let mut on = |o: StageOutput<'_>| match o {
                     StageOutput::Scores { frame, scores } => {
+                        metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
                         if publish_scores {
                             hub.send(Message::Scores {
                                 t: frame as f64 / fps,
@@ -948,14 +1020,7 @@ fn model_loop(
                         if e.is_start() {
                             events += 1;
                         }
-                        let t = match &e {
-                            Event::Start { t, .. } => *t,
-                            Event::Stop { t_end, .. } => *t_end,
-                        };
-                        hub.send(Message::Event {
-                            wall: wall_of(t, &last_wall),
-                            event: e,
-                        });
+                        publish_event(hub, metrics, e, &last_wall, wall_of);
                     }
                 };
                 let r = if first > expected {
@@ -969,6 +1034,13 @@ fn model_loop(
                     stage.frames_done() + pending_frames(&stage),
                     Ordering::Relaxed,
                 );
+                update_metrics(
+                    metrics,
+                    live.socket.as_deref(),
+                    &stage,
+                    counters,
+                    dropped_frames,
+                );
                 match r {
                     Ok(()) => (false, None),
                     Err(e) => (true, Some(e)),
@@ -979,18 +1051,23 @@ fn model_loop(
         if end {
             let mut events = 0u64;
             let _ = stage.finish(&mut |o| {
-                if let StageOutput::Event(e) = o {
-                    if e.is_start() {
-                        events += 1;
+                match o {
+                    StageOutput::Event(e) => {
+                        if e.is_start() {
+                            events += 1;
+                        }
+                        publish_event(hub, metrics, e, &last_wall, wall_of);
                     }
-                    let t = match &e {
-                        Event::Start { t, .. } => *t,
-                        Event::Stop { t_end, .. } => *t_end,
-                    };
-                    hub.send(Message::Event {
-                        wall: wall_of(t, &last_wall),
-                        event: e,
-                    });
+                    StageOutput::Scores { frame, scores } => {
+                        metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
+                        // The tail's scores, too (subscribers saw none before).
+                        if publish_scores {
+                            hub.send(Message::Scores {
+                                t: frame as f64 / fps,
+                                scores: scores.to_vec(),
+                            });
+                        }
+                    }
                 }
             });
             summary.events += events;
@@ -1034,9 +1111,18 @@ fn model_loop(
                 dropped_frames = st.dropped_frames,
                 "status"
             );
+            metrics.set_state(st.state);
             hub.send(Message::Status(st));
         }
     };
+    update_metrics(
+        metrics,
+        live.socket.as_deref(),
+        &stage,
+        counters,
+        dropped_frames,
+    );
+    metrics.set_state(StreamState::Ended);
     let st = status(&stage, counters, dropped_frames, fps, StreamState::Ended);
     summary.audio_s = st.t;
     summary.windows = st.windows;
@@ -1046,6 +1132,60 @@ fn model_loop(
     match failure {
         Some(e) => Err(e),
         None => Ok(summary),
+    }
+}
+
+/// Sends an event to the hub with its wall-clock time; counts it and, for paced
+/// sources (whose wall clock is known), records its detection latency.
+fn publish_event(
+    hub: &HubHandle,
+    metrics: &Metrics,
+    e: Event,
+    last_wall: &Option<(u64, SystemTime)>,
+    wall_of: impl Fn(f64, &Option<(u64, SystemTime)>) -> SystemTime,
+) {
+    let t = match &e {
+        Event::Start { t, .. } => *t,
+        Event::Stop { t_end, .. } => *t_end,
+    };
+    let wall = wall_of(t, last_wall);
+    if let Event::Start { class, .. } = &e {
+        metrics.count_event(*class);
+    }
+    if last_wall.is_some() {
+        if let Ok(d) = SystemTime::now().duration_since(wall) {
+            metrics.detection_latency.observe(d);
+        }
+    }
+    hub.send(Message::Event { wall, event: e });
+}
+
+/// Stores the pipeline's running totals into the metrics (cheap atomic stores).
+fn update_metrics(
+    metrics: &Metrics,
+    socket: Option<&SocketStats>,
+    stage: &DetectStage,
+    counters: &SourceCounters,
+    dropped_frames: &AtomicU64,
+) {
+    metrics
+        .windows
+        .store(stage.windows_run(), Ordering::Relaxed);
+    metrics.samples_dropped.store(
+        SourceCounters::get(&counters.samples_dropped),
+        Ordering::Relaxed,
+    );
+    metrics.samples_nonfinite.store(
+        SourceCounters::get(&counters.samples_nonfinite),
+        Ordering::Relaxed,
+    );
+    metrics
+        .frames_shed
+        .store(dropped_frames.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(s) = socket {
+        metrics
+            .socket_clients
+            .store(s.clients.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
     }
 }
 

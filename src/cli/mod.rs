@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use hark::audio::InputSpec;
 use hark::config::{Config, DEFAULT_CONFIG_PATH};
+use hark::events::http::{parse_addr, HttpOptions};
 use hark::events::socket::SocketOptions;
 use hark::model::Model;
 use hark::pipeline::{self, OfflineDetector, RunOptions};
@@ -108,6 +109,11 @@ pub struct RunArgs {
     /// Stop after this many seconds of audio.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Serve the live web page, Server-Sent Events and Prometheus `/metrics` on
+    /// this address (`127.0.0.1:8080`, or a bare port for loopback). No
+    /// authentication: use a non-loopback address only on a trusted network.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 /// Output format of `hark detect`.
@@ -262,6 +268,15 @@ fn run(a: RunArgs) -> Result<()> {
             },
         )
     });
+    let http = match a.http.as_deref().or(cfg.http.addr.as_deref()) {
+        Some(s) => Some(HttpOptions {
+            addr: parse_addr(s).map_err(|e| anyhow::anyhow!("--http {e}"))?,
+            client_queue: cfg.http.client_queue,
+            max_clients: cfg.http.max_clients,
+            ..HttpOptions::default()
+        }),
+        None => None,
+    };
     let stdout = a.stdout || socket.is_none();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -278,6 +293,7 @@ fn run(a: RunArgs) -> Result<()> {
         socket,
         stdout,
         mqtt: cfg.mqtt.clone(),
+        http,
         queue_seconds: cfg.pipeline.queue_seconds,
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
         hop_frames: cfg.model.hop_frames,

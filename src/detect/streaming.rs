@@ -72,7 +72,12 @@ pub struct StreamingRunner {
     gate_dbfs: Option<f32>,
     /// Windows skipped by the gate.
     windows_gated: u64,
+    /// Called with the duration of every `Scorer::score` call (metrics), if set.
+    on_inference: Option<InferenceObserver>,
 }
+
+/// Receives the duration of each model forward pass (e.g. a metrics histogram).
+pub type InferenceObserver = Box<dyn Fn(std::time::Duration) + Send>;
 
 impl StreamingRunner {
     /// A runner over `scorer` with the given window geometry.
@@ -100,7 +105,13 @@ impl StreamingRunner {
             levels: VecDeque::with_capacity(2 * w),
             gate_dbfs: None,
             windows_gated: 0,
+            on_inference: None,
         })
+    }
+
+    /// Calls `f` with the duration of every model forward pass from now on.
+    pub fn set_inference_observer(&mut self, f: InferenceObserver) {
+        self.on_inference = Some(f);
     }
 
     /// Number of classes per output frame.
@@ -246,8 +257,15 @@ impl StreamingRunner {
                 let last = self.win_scratch.len() - nm;
                 self.win_scratch.extend_from_within(last..last + nm);
             }
+            let t0 = self
+                .on_inference
+                .as_ref()
+                .map(|_| std::time::Instant::now());
             self.scorer
                 .score(&self.win_scratch, padded, &mut self.out_scratch)?;
+            if let (Some(f), Some(t0)) = (&self.on_inference, t0) {
+                f(t0.elapsed());
+            }
             self.windows_run += 1;
         }
         if self.out_scratch.len() != padded * nc {

@@ -1,11 +1,12 @@
 //! Publishing events: the JSON-lines protocol, the hub that fans messages out, and
-//! one file or folder per sink (Unix socket, stdout, MQTT).
+//! one file or folder per sink (Unix socket, stdout, MQTT, the HTTP page with metrics).
 //!
 //! The model thread hands every message to the [`hub::Hub`] through a bounded
 //! channel. The hub serialises each message once and offers it to every sink's own
 //! bounded queue without ever blocking; a sink that falls behind loses messages (or,
 //! for socket clients, the connection), counted, and never delays detection.
 
+pub mod http;
 pub mod hub;
 pub mod mqtt;
 pub mod protocol;
@@ -37,6 +38,14 @@ pub enum EventsError {
     NotASocket {
         /// The path.
         path: std::path::PathBuf,
+    },
+    /// The web page's address could not be bound.
+    #[error("cannot serve the web page on {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// The underlying error.
+        source: std::io::Error,
     },
     /// A thread could not be started.
     #[error("cannot start thread `{name}`: {source}")]

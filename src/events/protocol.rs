@@ -77,6 +77,13 @@ pub enum Message {
         /// One score per class, in model order.
         scores: Vec<f32>,
     },
+    /// A log-mel column for the web page's spectrogram (the mean of a few frames).
+    Mel {
+        /// Time of the first frame averaged, seconds.
+        t: f64,
+        /// One value per mel band (the model's log-mel units), low to high.
+        mel: Vec<f32>,
+    },
 }
 
 /// What kind of line an [`Outgoing`] is, for per-client filtering.
@@ -90,6 +97,8 @@ pub enum Kind {
     Status,
     /// `scores` (only to clients that subscribed).
     Scores,
+    /// `mel` (only to the web page).
+    Mel,
 }
 
 /// A serialised line shared by every sink and client (serialised once).
@@ -140,6 +149,10 @@ enum Wire<'a> {
     Scores {
         t: f64,
         scores: BTreeMap<&'a str, f32>,
+    },
+    Mel {
+        t: f64,
+        mel: Vec<f32>,
     },
 }
 
@@ -236,6 +249,15 @@ impl Message {
                         .collect(),
                 }),
             ),
+            Message::Mel { t, mel } => (
+                Kind::Mel,
+                None,
+                to_json(&Wire::Mel {
+                    t: round_us(*t),
+                    // Two decimals are plenty for a picture and keep lines short.
+                    mel: mel.iter().map(|v| (v * 100.0).round() / 100.0).collect(),
+                }),
+            ),
         };
         Arc::new(Outgoing { kind, label, line })
     }
@@ -282,6 +304,7 @@ impl Subscription {
         match out.kind {
             Kind::Hello | Kind::Status => true,
             Kind::Scores => self.scores,
+            Kind::Mel => false,
             Kind::Event => match (&self.labels, &out.label) {
                 (Some(ls), Some(l)) => ls.iter().any(|x| x == l),
                 _ => true,

@@ -56,7 +56,7 @@ impl Sink for StdoutSink {
     }
 
     fn offer(&self, out: &Arc<Outgoing>) -> bool {
-        if out.kind == Kind::Scores && !self.scores {
+        if out.kind == Kind::Mel || (out.kind == Kind::Scores && !self.scores) {
             return true;
         }
         match &self.tx {

@@ -277,7 +277,7 @@ impl SinkState {
                     ));
                 }
             }
-            Kind::Hello | Kind::Scores => {}
+            Kind::Hello | Kind::Scores | Kind::Mel => {}
         }
     }
 
