@@ -60,12 +60,19 @@ pub struct SourceConfig {
     /// Capacity of the capture ring, seconds of audio.
     #[serde(default = "default_ring_seconds")]
     pub ring_seconds: f32,
+    /// A microphone that delivers nothing for this long is reopened (by name, with
+    /// backoff); its open events are stopped meanwhile.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_s: f32,
 }
 
 fn default_input() -> String {
     "mic".into()
 }
 const fn default_ring_seconds() -> f32 {
+    2.0
+}
+const fn default_stall_timeout() -> f32 {
     2.0
 }
 
@@ -75,6 +82,7 @@ impl Default for SourceConfig {
             input: default_input(),
             realtime: false,
             ring_seconds: default_ring_seconds(),
+            stall_timeout_s: default_stall_timeout(),
         }
     }
 }
@@ -326,6 +334,14 @@ impl Config {
                 "http.max_clients",
                 self.http.max_clients.to_string(),
                 "1..=10000",
+            ));
+        }
+        let st = self.source.stall_timeout_s;
+        if !(st.is_finite() && (0.2..=3600.0).contains(&st)) {
+            return Err(bad(
+                "source.stall_timeout_s",
+                st.to_string(),
+                "seconds in 0.2..=3600",
             ));
         }
         let q = self.pipeline.queue_seconds;

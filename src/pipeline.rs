@@ -533,6 +533,10 @@ pub struct RunOptions {
     pub energy_gate_dbfs: Option<f32>,
     /// Add the `loud` pseudo-label, active at or above this level, dBFS.
     pub loud_dbfs: Option<f32>,
+    /// A live source that delivers no samples for this long is stalled: open events
+    /// are stopped, the status says `reconnecting`, and the source is reopened with
+    /// exponential backoff.
+    pub stall_timeout: Duration,
 }
 
 /// Reloads the post-processing settings on request (SIGHUP): `requested` is set by
@@ -587,6 +591,10 @@ enum FrontMsg {
     },
     /// The source ended (or the run was stopped); `error` when it failed.
     End { error: Option<AudioError> },
+    /// A live source stalled: stop open events, report `reconnecting`.
+    Stalled,
+    /// The stalled source was reopened: report `running` again.
+    Resumed,
 }
 
 /// Runs the daemon until the source ends, `stop` is set, or `duration_s` is reached.
@@ -598,19 +606,38 @@ pub fn run(
     stop: Arc<AtomicBool>,
     reload: Option<Reloader>,
 ) -> Result<RunSummary, PipelineError> {
+    let open_opts = OpenOptions {
+        realtime: opts.realtime,
+        ring_seconds: opts.ring_seconds,
+        ..OpenOptions::default()
+    };
+    let source = audio::open(&opts.input, &open_opts)?;
+    let spec = opts.input.clone();
+    let reopen: Reopen = Box::new(move || audio::open(&spec, &open_opts));
+    run_with_source(model, pp, opts, source, reopen, stop, reload)
+}
+
+/// Reopens a live source after it stalled (by device name, so a re-plugged
+/// device is found again).
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn SourceReader>, AudioError> + Send>;
+
+/// As [`run`], over an already opened `source`; `reopen` is called (with backoff)
+/// when a live source delivers nothing for `opts.stall_timeout`.
+pub fn run_with_source(
+    model: Model,
+    pp: &PostprocessConfig,
+    opts: RunOptions,
+    source: Box<dyn SourceReader>,
+    reopen: Reopen,
+    stop: Arc<AtomicBool>,
+    reload: Option<Reloader>,
+) -> Result<RunSummary, PipelineError> {
     let meta = model.meta().clone();
-    let source = audio::open(
-        &opts.input,
-        &OpenOptions {
-            realtime: opts.realtime,
-            ring_seconds: opts.ring_seconds,
-            ..OpenOptions::default()
-        },
-    )?;
     let describe = source.describe();
     let live = source.is_live();
     let paced = live || opts.realtime;
-    let counters = source.counters();
+    // Counters of every source this run opens (reopening after a stall adds up).
+    let counters = SourceCounters::new();
     let stream_id = stream_id();
     let mut streaming = meta.streaming;
     if let Some(h) = opts.hop_frames {
@@ -698,15 +725,24 @@ pub fn run(
         .duration_s
         .map(|d| (d * f64::from(source.sample_rate())).round() as u64);
 
+    let reconnects = Arc::new(AtomicU64::new(0));
     let frontend = {
         let (tx, stop, dropped_frames) = (tx.clone(), stop.clone(), dropped_frames.clone());
         let period = meta.features.frame_period_s();
+        let watch = StallWatch {
+            timeout: opts.stall_timeout,
+            reopen,
+            features: meta.features.clone(),
+            totals: counters.clone(),
+            reconnects: reconnects.clone(),
+        };
         std::thread::Builder::new()
             .name("hark-frontend".into())
             .spawn(move || {
                 frontend_loop(
                     source,
                     fe,
+                    watch,
                     tx,
                     stop,
                     dropped_frames,
@@ -767,7 +803,8 @@ pub fn run(
                 }
             }
         }
-        service.tick(progress.load(Ordering::Relaxed), || {
+        let alive = progress.load(Ordering::Relaxed) + reconnects.load(Ordering::Relaxed);
+        service.tick(alive, || {
             format!(
                 "analysed {:.0} s of audio from {describe}",
                 progress.load(Ordering::Relaxed) as f64 / fps
@@ -824,10 +861,46 @@ fn stream_id() -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
+/// What the frontend thread needs to recover a stalled live source.
+struct StallWatch {
+    /// No samples for this long on a live source = stalled.
+    timeout: Duration,
+    /// Opens the source again.
+    reopen: Reopen,
+    /// Feature settings, to rebuild the frontend for the new stream.
+    features: FeatureConfig,
+    /// Counters summed over every source of the run.
+    totals: Arc<SourceCounters>,
+    /// Reopen attempts (liveness for the systemd watchdog while reconnecting).
+    reconnects: Arc<AtomicU64>,
+}
+
+/// Adds `src`'s counters (minus what was already added, `seen`) to `totals`.
+fn sync_counters(totals: &SourceCounters, src: &SourceCounters, seen: &mut [u64; 3]) {
+    let now = [
+        SourceCounters::get(&src.samples_in),
+        SourceCounters::get(&src.samples_dropped),
+        SourceCounters::get(&src.samples_nonfinite),
+    ];
+    let dst = [
+        &totals.samples_in,
+        &totals.samples_dropped,
+        &totals.samples_nonfinite,
+    ];
+    for i in 0..3 {
+        let d = now[i].saturating_sub(seen[i]);
+        if d > 0 {
+            dst[i].fetch_add(d, Ordering::Relaxed);
+            seen[i] = now[i];
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn frontend_loop(
     mut source: Box<dyn SourceReader>,
     mut fe: FeatureStage,
+    mut watch: StallWatch,
     tx: Sender<FrontMsg>,
     stop: Arc<AtomicBool>,
     dropped_frames: Arc<AtomicU64>,
@@ -840,7 +913,9 @@ fn frontend_loop(
     let mut next_frame: u64 = 0;
     let mut samples_read: u64 = 0;
     let mut anchor: Option<SystemTime> = None;
-    let rate = f64::from(source.sample_rate());
+    let mut counters = source.counters();
+    let mut seen = [0u64; 3];
+    let mut last_samples = Instant::now();
     let send = |data: Vec<f32>,
                 levels: Vec<f32>,
                 next_frame: &mut u64,
@@ -875,6 +950,7 @@ fn frontend_loop(
     };
     let n_mels = fe.frontend.n_mels();
     let error = loop {
+        sync_counters(&watch.totals, &counters, &mut seen);
         if stop.load(Ordering::Relaxed) {
             break None;
         }
@@ -887,9 +963,11 @@ fn frontend_loop(
         };
         match source.read(&mut buf[..want]) {
             Ok(ReadOutcome::Samples(n)) => {
+                last_samples = Instant::now();
                 if anchor.is_none() && paced {
                     anchor = Some(
-                        SystemTime::now() - Duration::from_secs_f64(samples_read as f64 / rate),
+                        SystemTime::now()
+                            - Duration::from_secs_f64(next_frame as f64 * frame_period_s),
                     );
                 }
                 samples_read += n as u64;
@@ -903,8 +981,50 @@ fn frontend_loop(
                     return;
                 }
             }
-            Ok(ReadOutcome::Idle) => {}
+            Ok(ReadOutcome::Idle) => {
+                if live && last_samples.elapsed() >= watch.timeout {
+                    // Stalled: analyse what we have, stop open events, reopen.
+                    tracing::warn!(
+                        source = %source.describe(),
+                        silent_ms = last_samples.elapsed().as_millis() as u64,
+                        "no audio from the source; reopening it"
+                    );
+                    let (mut frames, mut levels) = (Vec::new(), Vec::new());
+                    if fe.finish_with_levels(&mut frames, &mut levels).is_ok() {
+                        let _ = send(frames, levels, &mut next_frame, anchor, n_mels);
+                    }
+                    let _ = tx.send(FrontMsg::Stalled);
+                    // Dropping a stuck stream can hang: never on this thread.
+                    let old = std::mem::replace(&mut source, Box::new(Ended));
+                    let _ = std::thread::Builder::new()
+                        .name("hark-drop-source".into())
+                        .spawn(move || drop(old));
+                    match reconnect(&mut watch, &stop) {
+                        Some(s) => {
+                            source = s;
+                            counters = source.counters();
+                            seen = [0; 3];
+                            match FeatureStage::new(source.sample_rate(), &watch.features) {
+                                Ok(f) => fe = f,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot rebuild the frontend");
+                                    break None;
+                                }
+                            }
+                            anchor = None;
+                            last_samples = Instant::now();
+                            let _ = tx.send(FrontMsg::Resumed);
+                        }
+                        None => break None,
+                    }
+                }
+            }
             Ok(ReadOutcome::End) => break None,
+            Err(e) if live => {
+                // A lost device: treat like a stall (reopen by name).
+                tracing::warn!(error = %e, "audio source failed; reopening it");
+                last_samples = Instant::now() - watch.timeout;
+            }
             Err(e) => break Some(e),
         }
     };
@@ -912,7 +1032,55 @@ fn frontend_loop(
     if fe.finish_with_levels(&mut frames, &mut levels).is_ok() {
         let _ = send(frames, levels, &mut next_frame, anchor, n_mels);
     }
+    sync_counters(&watch.totals, &counters, &mut seen);
     let _ = tx.send(FrontMsg::End { error });
+}
+
+/// A source that has ended; stands in while a stalled one is being replaced.
+struct Ended;
+
+impl SourceReader for Ended {
+    fn sample_rate(&self) -> u32 {
+        16_000
+    }
+    fn describe(&self) -> String {
+        "ended".into()
+    }
+    fn is_live(&self) -> bool {
+        true
+    }
+    fn counters(&self) -> Arc<SourceCounters> {
+        SourceCounters::new()
+    }
+    fn read(&mut self, _: &mut [f32]) -> Result<ReadOutcome, AudioError> {
+        Ok(ReadOutcome::End)
+    }
+}
+
+/// Reopens the source with exponential backoff (0.5 s doubling to 30 s) until it
+/// opens or `stop` is set (then `None`).
+fn reconnect(watch: &mut StallWatch, stop: &AtomicBool) -> Option<Box<dyn SourceReader>> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        watch.reconnects.fetch_add(1, Ordering::Relaxed);
+        match (watch.reopen)() {
+            Ok(s) => {
+                tracing::info!(source = %s.describe(), "source reopened");
+                return Some(s);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "cannot reopen the source")
+            }
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -939,6 +1107,7 @@ fn model_loop(
     let mut last_status = Instant::now();
     let mut last_drops = (0u64, 0u64);
     let mut warned_at: Option<Instant> = None;
+    let mut reconnecting = false;
     let wall_of = |frame_t: f64, last_wall: &Option<(u64, SystemTime)>| -> SystemTime {
         match last_wall {
             Some((f, w)) => {
@@ -1047,6 +1216,43 @@ fn model_loop(
                 }
             }
             FrontMsg::End { error } => (true, error.map(PipelineError::from)),
+            FrontMsg::Stalled => {
+                let mut events = 0u64;
+                let r = stage.finish(&mut |o| {
+                    if let StageOutput::Event(e) = o {
+                        if e.is_start() {
+                            events += 1;
+                        }
+                        publish_event(hub, metrics, e, &last_wall, wall_of);
+                    }
+                });
+                summary.events += events;
+                reconnecting = true;
+                metrics.set_state(StreamState::Reconnecting);
+                hub.send(Message::Status(status(
+                    &stage,
+                    counters,
+                    dropped_frames,
+                    fps,
+                    StreamState::Reconnecting,
+                )));
+                match r {
+                    Ok(()) => (false, None),
+                    Err(e) => (true, Some(e)),
+                }
+            }
+            FrontMsg::Resumed => {
+                reconnecting = false;
+                metrics.set_state(StreamState::Running);
+                hub.send(Message::Status(status(
+                    &stage,
+                    counters,
+                    dropped_frames,
+                    fps,
+                    StreamState::Running,
+                )));
+                (false, None)
+            }
         };
         if end {
             let mut events = 0u64;
@@ -1097,7 +1303,9 @@ fn model_loop(
                 counters,
                 dropped_frames,
                 fps,
-                if degraded {
+                if reconnecting {
+                    StreamState::Reconnecting
+                } else if degraded {
                     StreamState::Degraded
                 } else {
                     StreamState::Running

@@ -299,6 +299,7 @@ fn run(a: RunArgs) -> Result<()> {
         hop_frames: cfg.model.hop_frames,
         energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
         loud_dbfs: cfg.pipeline.loud_dbfs,
+        stall_timeout: Duration::from_secs_f32(cfg.source.stall_timeout_s),
     };
     // SIGHUP re-reads the config file (thresholds, per-class settings).
     let reload = match cfg_path.clone() {
