@@ -134,3 +134,108 @@ fn devices_lists_the_alsa_device_and_unknown_names_are_errors() {
         "{e}"
     );
 }
+
+/// An ALSA `file` device reading a FIFO: when the writer pauses, capture stalls
+/// (no callbacks, no error — as when a device vanishes under ALSA).
+#[test]
+fn a_stalled_alsa_device_is_reported_and_reopened_and_detection_resumes() {
+    if !alsa_usable() {
+        eprintln!("skipped: /usr/share/alsa/alsa.conf missing (ALSA library not installed)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("mic.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let rc = dir.path().join("asoundrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "pcm.hark_fifo {{\n type file\n slave.pcm \"null\"\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let env = format!("/usr/share/alsa/alsa.conf:{}", rc.display());
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(&cfg, "[source]\nstall_timeout_s = 0.5\n").unwrap();
+    let model = test_model(dir.path());
+    // 48 kHz stereo f32 (the device's default config) from the 16 kHz clip: each
+    // sample three times, both channels equal.
+    let samples: Vec<i16> = hound::WavReader::open(clip())
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect();
+    let bytes: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| {
+            let x = (f32::from(*s) / 32768.0).to_le_bytes();
+            [x, x, x, x, x, x].concat()
+        })
+        .collect();
+    let per_s = 48_000 * 8;
+    let child = hark_alsa(&env)
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            "mic:hark_fifo",
+            "--duration",
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // Blocks until hark opens the device.
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = w.write_all(&bytes[..2 * per_s]);
+            // The "device" goes silent for 2 s, then comes back.
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = w.write_all(&bytes[2 * per_s..]);
+            std::thread::sleep(Duration::from_millis(500));
+        })
+    };
+    let t0 = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no audio from the source") && err.contains("source reopened"),
+        "{err}"
+    );
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "status")
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    let rec = states
+        .iter()
+        .position(|s| *s == "reconnecting")
+        .unwrap_or_else(|| panic!("{states:?}"));
+    assert!(states[rec + 1..].contains(&"running"), "{states:?}");
+    assert_eq!(*states.last().unwrap(), "ended");
+    let starts = lines.iter().filter(|l| l["type"] == "start").count();
+    let stops = lines.iter().filter(|l| l["type"] == "stop").count();
+    assert_eq!(starts, stops);
+    // Audio after the stall was analysed too.
+    let t = lines.last().unwrap()["t"].as_f64().unwrap();
+    assert!(t > 3.0, "analysed only {t} s");
+}
