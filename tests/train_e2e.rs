@@ -154,10 +154,10 @@ fn tiny_crnn_learns_synthesised_events_and_resumes_exactly() {
     make_sources(tmp.path());
     let data = synth(tmp.path(), 64);
     let out = tmp.path().join("run/model.safetensors");
-    let cfg = load(tmp.path(), &config_text(&data, &out, 12));
+    let cfg = load(tmp.path(), &config_text(&data, &out, 8));
     let report = train(&cfg, &TrainOptions::default()).unwrap();
     let e = &report.epochs;
-    assert_eq!(e.len(), 12);
+    assert_eq!(e.len(), 8);
     for x in e {
         eprintln!(
             "epoch {} train {:.4} val {:.4} F1 {:.3} ({:.3} micro) lr {} {:.2} steps/s {:.2} s",
