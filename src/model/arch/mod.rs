@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::layers::ShapeRecorder;
 use super::ModelError;
 
+pub mod amn;
 pub mod crnn;
+pub mod two_step_ae;
 
+pub use amn::{AmSwitch, Amn, AmnConfig};
 pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
+pub use two_step_ae::{ClipHead, TwoStepAe, TwoStepAeConfig};
 
 /// Architecture name and parameters, as stored in the model file (`arch`):
 /// `{"name": "crnn", ...params}`.
@@ -23,6 +27,10 @@ pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 pub enum ArchConfig {
     /// CDur-style CRNN baseline.
     Crnn(CrnnConfig),
+    /// Affinity mixup network (paper 000).
+    Amn(AmnConfig),
+    /// Two-step attention pooling with an autoencoder (2APAE, paper 003).
+    TwoStepAe(TwoStepAeConfig),
 }
 
 impl Default for ArchConfig {
@@ -37,6 +45,8 @@ impl ArchConfig {
     pub fn name(&self) -> &'static str {
         match self {
             ArchConfig::Crnn(_) => "crnn",
+            ArchConfig::Amn(_) => "amn",
+            ArchConfig::TwoStepAe(_) => "two_step_ae",
         }
     }
 
@@ -45,6 +55,8 @@ impl ArchConfig {
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> Result<(), ModelError> {
         match self {
             ArchConfig::Crnn(c) => c.validate(n_mels, n_classes),
+            ArchConfig::Amn(c) => c.validate(n_mels, n_classes),
+            ArchConfig::TwoStepAe(c) => c.validate(n_mels, n_classes),
         }
     }
 
@@ -52,6 +64,8 @@ impl ArchConfig {
     pub fn summary(&self) -> String {
         match self {
             ArchConfig::Crnn(c) => c.summary(),
+            ArchConfig::Amn(c) => c.summary(),
+            ArchConfig::TwoStepAe(c) => c.summary(),
         }
     }
 
@@ -59,6 +73,8 @@ impl ArchConfig {
     pub fn min_frames(&self) -> usize {
         match self {
             ArchConfig::Crnn(c) => c.min_frames(),
+            ArchConfig::Amn(c) => c.min_frames(),
+            ArchConfig::TwoStepAe(c) => c.min_frames(),
         }
     }
 }
@@ -108,6 +124,8 @@ pub fn build(
     arch.validate(n_mels, n_classes)?;
     Ok(match arch {
         ArchConfig::Crnn(c) => Box::new(Crnn::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::Amn(c) => Box::new(Amn::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::TwoStepAe(c) => Box::new(TwoStepAe::new(c, n_mels, n_classes, vb)?),
     })
 }
 

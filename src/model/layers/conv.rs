@@ -1,4 +1,6 @@
-//! Convolution blocks.
+//! Convolutions and convolution blocks: the "same" 3×3-style [`Conv2dSame`], the
+//! general [`Conv2d`] (any kernel, stride, padding, optional bias), CDur's
+//! [`ConvBlock`] (BN→Conv→LeakyReLU) and the generic [`ConvBnRelu`] (Conv→BN→ReLU).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
@@ -113,6 +115,195 @@ impl ModuleT for ConvBlock {
     }
 }
 
+/// Geometry of a [`Conv2d`]: kernel, stride and zero padding along (time, mel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Kernel size `(kt, kf)`, each ≥ 1.
+    pub kernel: (usize, usize),
+    /// Stride `(st, sf)`, each ≥ 1.
+    pub stride: (usize, usize),
+    /// Zero padding on both sides `(pt, pf)`.
+    pub padding: (usize, usize),
+}
+
+impl Conv2dGeometry {
+    /// A square `k × k` kernel, stride 1, "same" padding `k / 2` (odd `k` keeps the size).
+    pub fn same(k: usize) -> Self {
+        Self {
+            kernel: (k, k),
+            stride: (1, 1),
+            padding: (k / 2, k / 2),
+        }
+    }
+
+    /// Output length of an axis of input length `n` (kernel `k`, stride `s`, padding
+    /// `p`), as PyTorch: `⌊(n + 2p − k) / s⌋ + 1`; `None` when the kernel does not fit.
+    pub fn out_len(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
+        let padded = n + 2 * p;
+        if s == 0 || k == 0 || padded < k {
+            None
+        } else {
+            Some((padded - k) / s + 1)
+        }
+    }
+}
+
+/// General 2-D convolution, PyTorch `Conv2d(c_in, c_out, kernel, stride, padding,
+/// bias)`: tensors `weight (c_out, c_in, kt, kf)` (Kaiming-normal) and, with a bias,
+/// `bias (c_out)` (zeros). Input and output `(B, C, T, F)`.
+///
+/// Computed as im2col + one matrix product like [`Conv2dSame`] (strided windows are
+/// gathered with `index_select`, whose backward is an exact scatter-add), so forward
+/// and both gradients are matrix products and copies.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// `(c_out, c_in, kt, kf)`.
+    weight: Tensor,
+    /// `(c_out)` when the convolution has a bias.
+    bias: Option<Tensor>,
+    /// Kernel, stride, padding.
+    geom: Conv2dGeometry,
+}
+
+impl Conv2d {
+    /// A convolution from `c_in` to `c_out` channels with geometry `geom`, with a bias
+    /// when `bias` is true.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        geom: Conv2dGeometry,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let (kt, kf) = geom.kernel;
+        if kt == 0 || kf == 0 || geom.stride.0 == 0 || geom.stride.1 == 0 {
+            candle_core::bail!("convolution needs kernel and stride ≥ 1, got {geom:?}");
+        }
+        let weight = vb.get_with_hints(
+            (c_out, c_in, kt, kf),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(c_out, "bias", candle_nn::Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, geom })
+    }
+
+    /// The weight, `(c_out, c_in, kt, kf)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> Conv2dGeometry {
+        self.geom
+    }
+}
+
+/// Entries `start, start + s, …` (`n` of them) of the contiguous tensor `x` along `dim`.
+fn take_strided(x: &Tensor, dim: usize, start: usize, s: usize, n: usize) -> Result<Tensor> {
+    if s == 1 {
+        return x.narrow(dim, start, n);
+    }
+    let idx: Vec<u32> = (0..n).map(|i| (start + i * s) as u32).collect();
+    x.index_select(&Tensor::from_vec(idx, n, x.device())?, dim)
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (c_out, c_in, kt, kf) = self.weight.dims4()?;
+        let Conv2dGeometry {
+            stride: (st, sf),
+            padding: (pt, pf),
+            ..
+        } = self.geom;
+        if c != c_in {
+            candle_core::bail!(
+                "convolution of {c_in} input channels got input {:?}",
+                x.shape()
+            );
+        }
+        let (Some(oh), Some(ow)) = (
+            Conv2dGeometry::out_len(h, kt, st, pt),
+            Conv2dGeometry::out_len(w, kf, sf, pf),
+        ) else {
+            candle_core::bail!(
+                "convolution {kt}×{kf} (padding {pt},{pf}) does not fit input {:?}",
+                x.shape()
+            );
+        };
+        let xp = if pt > 0 || pf > 0 {
+            x.pad_with_zeros(2, pt, pt)?.pad_with_zeros(3, pf, pf)?
+        } else {
+            x.contiguous()?
+        };
+        let mut shifted = Vec::with_capacity(kt * kf);
+        for di in 0..kt {
+            let rows = take_strided(&xp, 2, di, st, oh)?;
+            let rows = if sf > 1 { rows.contiguous()? } else { rows };
+            for dj in 0..kf {
+                shifted.push(take_strided(&rows, 3, dj, sf, ow)?);
+            }
+        }
+        let cols = Tensor::stack(&shifted, 2)?.reshape((b, c * kt * kf, oh * ow))?;
+        let wf = self.weight.reshape((c_out, c * kt * kf))?;
+        let mut y = if b == 1 {
+            wf.matmul(&cols.squeeze(0)?)?.unsqueeze(0)?
+        } else {
+            wf.broadcast_left(b)?.matmul(&cols)?
+        };
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(&bias.reshape((1, c_out, 1))?)?;
+        }
+        y.reshape((b, c_out, oh, ow))
+    }
+}
+
+/// Conv → BatchNorm2d → ReLU, the block of the ATP/IFD encoder and of 2APAE's VGG
+/// encoder (PyTorch `nn.Sequential(Conv2d, BatchNorm2d, ReLU)`). Input and output
+/// `(B, C, T, F)`; tensors under `conv.` (`weight`, optional `bias`) and `bn.`.
+#[derive(Debug, Clone)]
+pub struct ConvBnRelu {
+    /// The convolution.
+    conv: Conv2d,
+    /// Normalises the convolution's output.
+    bn: BatchNorm,
+}
+
+impl ConvBnRelu {
+    /// A block from `c_in` to `c_out` channels with geometry `geom`; the convolution
+    /// has a bias when `bias` is true (redundant before batch norm, but PyTorch's
+    /// default).
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        geom: Conv2dGeometry,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(c_in, c_out, geom, bias, vb.pp("conv"))?,
+            bn: BatchNorm::new(c_out, vb.pp("bn"))?,
+        })
+    }
+
+    /// A 3×3 stride-1 "same" block without a convolution bias.
+    pub fn same3(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+        Self::new(c_in, c_out, Conv2dGeometry::same(3), false, vb)
+    }
+}
+
+impl ModuleT for ConvBnRelu {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.conv.forward(x)?;
+        self.bn.forward_t(&x, train)?.relu()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +360,110 @@ mod tests {
             || block.forward_t(x.as_tensor(), true),
             1e-5,
         );
+    }
+
+    #[test]
+    fn general_convolution_equals_candle_conv2d() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 4, DType::F64, &Device::Cpu);
+        // (kernel, stride, padding) with equal values per axis (candle's conv2d limit).
+        for (i, (k, s, p)) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (1, 1, 0), (5, 3, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let geom = Conv2dGeometry {
+                kernel: (k, k),
+                stride: (s, s),
+                padding: (p, p),
+            };
+            let conv = Conv2d::new(3, 2, geom, false, vb.pp(i)).unwrap();
+            let x = gradcheck::rand_tensor(&[2, 3, 7, 6], 9);
+            let want = x.conv2d(conv.weight(), p, s, 1, 1).unwrap();
+            let got = conv.forward(&x).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{geom:?}");
+            let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-12, "{geom:?}");
+        }
+    }
+
+    #[test]
+    fn general_convolution_with_rectangular_kernel_and_bias_by_hand() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 4, DType::F64, &Device::Cpu);
+        let geom = Conv2dGeometry {
+            kernel: (1, 2),
+            stride: (1, 2),
+            padding: (0, 0),
+        };
+        let conv = Conv2d::new(1, 1, geom, true, vb).unwrap();
+        map.data()
+            .lock()
+            .unwrap()
+            .get("weight")
+            .unwrap()
+            .set(&Tensor::new(&[[[[1.0f64, 10.0]]]], &Device::Cpu).unwrap())
+            .unwrap();
+        map.data()
+            .lock()
+            .unwrap()
+            .get("bias")
+            .unwrap()
+            .set(&Tensor::new(&[0.5f64], &Device::Cpu).unwrap())
+            .unwrap();
+        // (1, 1, 1, 5): windows [1,2] and [3,4]; the 5th column is dropped.
+        let x = Tensor::new(&[1.0f64, 2.0, 3.0, 4.0, 5.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 5))
+            .unwrap();
+        let y: Vec<f64> = conv
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(y.len(), 2);
+        assert!(
+            (y[0] - 21.5).abs() < 1e-12 && (y[1] - 43.5).abs() < 1e-12,
+            "{y:?}"
+        );
+        let too_small = Tensor::zeros((1, 1, 1, 1), DType::F64, &Device::Cpu).unwrap();
+        assert!(conv.forward(&too_small).is_err());
+    }
+
+    #[test]
+    fn general_convolution_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 1, DType::F64, &Device::Cpu);
+        let geom = Conv2dGeometry {
+            kernel: (3, 2),
+            stride: (2, 1),
+            padding: (1, 0),
+        };
+        let conv = Conv2d::new(2, 2, geom, true, vb).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 5, 4], 8)).unwrap();
+        gradcheck::check(&map, &[("x", &x)], || conv.forward(x.as_tensor()), 1e-6);
+    }
+
+    #[test]
+    fn conv_bn_relu_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &Device::Cpu);
+        let block = ConvBnRelu::new(2, 3, Conv2dGeometry::same(3), true, vb).unwrap();
+        for (name, seed) in [("bn.weight", 5), ("bn.bias", 6)] {
+            let v = map.data().lock().unwrap().get(name).unwrap().clone();
+            v.set(&gradcheck::rand_tensor(&[3], seed)).unwrap();
+        }
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 4, 3], 3)).unwrap();
+        gradcheck::check(
+            &map,
+            &[("x", &x)],
+            || block.forward_t(x.as_tensor(), true),
+            1e-5,
+        );
+        let y = block.forward_t(x.as_tensor(), false).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 4, 3]);
+        let v: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|&a| a >= 0.0));
     }
 }

@@ -1,4 +1,7 @@
-//! Linear interpolation along one axis (frame-rate restoration after time pooling).
+//! Up-sampling along one axis (frame-rate restoration after time pooling): linear
+//! interpolation and nearest-neighbour repetition, both as `index_select` gathers whose
+//! backward is an exact scatter-add (candle's own nearest up-sampling overwrites instead
+//! of accumulating when its input is used elsewhere).
 
 use candle_core::{Result, Tensor};
 
@@ -41,6 +44,50 @@ pub fn interpolate_linear(x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor
     let b = x.index_select(&Tensor::from_vec(i1, n_out, dev)?, dim)?;
     // a + λ (b − a)
     a.add(&(b - &a)?.broadcast_mul(&lambda)?)
+}
+
+/// Source indices of nearest up/down-sampling from `n_in` to `n_out` samples, as torch
+/// `F.interpolate(mode="nearest")` with an output size: output `i` reads
+/// `min(⌊i · n_in / n_out⌋, n_in − 1)`.
+pub fn nearest_positions(n_in: usize, n_out: usize) -> Vec<u32> {
+    (0..n_out)
+        .map(|i| ((i * n_in) / n_out).min(n_in.saturating_sub(1)) as u32)
+        .collect()
+}
+
+/// Resamples `x` along axis `dim` to `n_out` entries by nearest neighbour (see
+/// [`nearest_positions`]). An axis already of length `n_out` is returned unchanged.
+pub fn interpolate_nearest(x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
+    let n_in = x.dim(dim)?;
+    if n_in == 0 || n_out == 0 {
+        candle_core::bail!("nearest interpolation from {n_in} to {n_out} entries");
+    }
+    if n_in == n_out {
+        return Ok(x.clone());
+    }
+    let idx = Tensor::from_vec(nearest_positions(n_in, n_out), n_out, x.device())?;
+    x.contiguous()?.index_select(&idx, dim)
+}
+
+/// How a network restores the frame rate after time pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upsample {
+    /// Linear interpolation ([`interpolate_linear`]).
+    #[default]
+    Linear,
+    /// Nearest-neighbour repetition ([`interpolate_nearest`]).
+    Nearest,
+}
+
+impl Upsample {
+    /// Resamples `x` along `dim` to `n_out` entries with this method.
+    pub fn apply(self, x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
+        match self {
+            Upsample::Linear => interpolate_linear(x, dim, n_out),
+            Upsample::Nearest => interpolate_nearest(x, dim, n_out),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +144,37 @@ mod tests {
                 &VarMap::new(),
                 &[("x", &x)],
                 || interpolate_linear(x.as_tensor(), 1, n_out),
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn nearest_matches_hand_computed_values() {
+        // torch: F.interpolate(tensor([[[1., 2., 3.]]]), 7, mode="nearest")
+        // = [1, 1, 1, 2, 2, 3, 3]
+        let x = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu).unwrap();
+        let y: Vec<f64> = interpolate_nearest(&x, 0, 7).unwrap().to_vec1().unwrap();
+        assert_eq!(y.len(), 7);
+        for (g, w) in y.iter().zip([1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]) {
+            assert!((g - w).abs() < 1e-12, "{y:?}");
+        }
+        assert!(interpolate_nearest(&x, 0, 0).is_err());
+    }
+
+    #[test]
+    fn nearest_gradient_accumulates_when_the_input_is_used_elsewhere() {
+        // y = up(x) and x itself both reach the loss: candle's upsample_nearest1d
+        // overwrote the gradient here.
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 2], 7)).unwrap();
+        for n_out in [1, 4, 6, 7] {
+            gradcheck::check(
+                &VarMap::new(),
+                &[("x", &x)],
+                || {
+                    let up = interpolate_nearest(x.as_tensor(), 1, n_out)?;
+                    Tensor::cat(&[&up, &(x.as_tensor() * 2.0)?], 1)
+                },
                 1e-6,
             );
         }

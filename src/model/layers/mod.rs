@@ -7,19 +7,29 @@
 //! tests: candle 0.11 has silently wrong gradients for some of its own operations.
 
 pub mod activation;
+pub mod affinity_mixup;
 pub mod batch_norm;
 pub mod conv;
+pub mod decoder;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod gru;
+pub mod heads;
 pub mod init;
 pub mod interp;
 pub mod pool;
+pub mod vgg;
 
 pub use activation::LeakyRelu;
+pub use affinity_mixup::{mix_decoder, mix_encoder, Affinity};
 pub use batch_norm::BatchNorm;
-pub use conv::{Conv2dSame, ConvBlock};
+pub use conv::{Conv2d, Conv2dGeometry, Conv2dSame, ConvBlock, ConvBnRelu};
+pub use decoder::ConvDecoder;
 pub use gru::{BiGru, Gru};
+pub use heads::{AttentionPool, ClipPooling, FrequencyAttention, TwoStepAttentionPool};
 pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
-pub use interp::{interpolate_linear, linear_positions};
+pub use interp::{
+    interpolate_linear, interpolate_nearest, linear_positions, nearest_positions, Upsample,
+};
 pub use pool::{linear_softmax_pool, LpPool2d};
+pub use vgg::{avg_pool3_same, VggBlock, VggStack};

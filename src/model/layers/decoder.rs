@@ -1,0 +1,97 @@
+//! The reconstruction decoder of 2APAE (paper 003, Table III): from the encoder's last
+//! feature map back to one log-mel channel at the same time and mel sizes.
+//!
+//! ```text
+//! (B, c, T, F) → VggBlock c→c₁ → … → VggBlock →c_n → Conv3×3→BN→ReLU (→1)
+//!              → Conv3×3→BN→ReLU (1→1)   [final_relu, the paper's table]
+//!              | Conv3×3 + bias (1→1)      [default: a linear output]
+//! ```
+//!
+//! Deviation (switchable): the paper's last unit ends in a ReLU, which cannot produce
+//! the negative values log-mels mostly are; by default the last unit is a plain 3×3
+//! convolution with a bias.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{ModuleT, VarBuilder};
+
+use super::conv::{Conv2d, Conv2dGeometry, ConvBnRelu};
+use super::vgg::VggStack;
+
+/// The decoder's last unit.
+#[derive(Debug, Clone)]
+enum OutUnit {
+    /// Conv→BN→ReLU, as the paper's table.
+    Relu(ConvBnRelu),
+    /// A plain convolution with a bias (linear output).
+    Linear(Conv2d),
+}
+
+/// 2APAE's decoder. Tensors `blocks.{i}.units.{0,1}.…`, `out.0.{conv,bn}.*` and either
+/// `out.1.{conv,bn}.*` (`final_relu`) or `out.1.{weight,bias}`.
+#[derive(Debug, Clone)]
+pub struct ConvDecoder {
+    /// VGG blocks with decreasing channels.
+    blocks: VggStack,
+    /// First output unit, to one channel.
+    out0: ConvBnRelu,
+    /// Second output unit.
+    out1: OutUnit,
+}
+
+impl ConvDecoder {
+    /// A decoder from `c_in` channels through `channels` to one channel.
+    pub fn new(c_in: usize, channels: &[usize], final_relu: bool, vb: VarBuilder) -> Result<Self> {
+        let blocks = VggStack::new(c_in, channels, vb.pp("blocks"))?;
+        let c_last = channels.last().copied().unwrap_or(c_in);
+        let vo = vb.pp("out");
+        let out0 = ConvBnRelu::same3(c_last, 1, vo.pp(0))?;
+        let out1 = if final_relu {
+            OutUnit::Relu(ConvBnRelu::same3(1, 1, vo.pp(1))?)
+        } else {
+            OutUnit::Linear(Conv2d::new(1, 1, Conv2dGeometry::same(3), true, vo.pp(1))?)
+        };
+        Ok(Self { blocks, out0, out1 })
+    }
+
+    /// The reconstruction `(B, T, F)` of feature map `h (B, c_in, T, F)`.
+    pub fn forward_t(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        let h = self.blocks.forward_t(h, train)?;
+        let h = self.out0.forward_t(&h, train)?;
+        let h = match &self.out1 {
+            OutUnit::Relu(u) => u.forward_t(&h, train)?,
+            OutUnit::Linear(c) => c.forward(&h)?,
+        };
+        h.squeeze(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn decoder_shapes_and_gradient_match_finite_differences() {
+        for final_relu in [false, true] {
+            let map = VarMap::new();
+            let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+            let dec = ConvDecoder::new(3, &[2], final_relu, vb).unwrap();
+            let n = map.all_vars().len();
+            // blocks.0: 2 units × (conv + 4 bn); out.0: conv + 4 bn; out.1: 5 or 2.
+            assert_eq!(n, 10 + 5 + if final_relu { 5 } else { 2 });
+            let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 3, 4], 4)).unwrap();
+            assert_eq!(
+                dec.forward_t(x.as_tensor(), false).unwrap().dims(),
+                &[2, 3, 4]
+            );
+            gradcheck::check(
+                &map,
+                &[("x", &x)],
+                || dec.forward_t(x.as_tensor(), true),
+                1e-5,
+            );
+        }
+    }
+}
