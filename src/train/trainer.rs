@@ -279,6 +279,18 @@ impl TrainConfig {
                 return Err(invalid(name, p, "a probability in 0..=1"));
             }
         }
+        if let ArchConfig::ContextAttention(c) = &self.arch {
+            if c.n_scenes > 0 && c.n_scenes != self.data.scene_classes.len() {
+                return Err(invalid(
+                    "arch.n_scenes",
+                    c.n_scenes,
+                    &format!(
+                        "the number of data.scene_classes ({})",
+                        self.data.scene_classes.len()
+                    ),
+                ));
+            }
+        }
         self.postprocess
             .resolve(&self.data.classes)
             .map_err(|e| invalid("postprocess", e, "valid post-processing"))?;
@@ -480,6 +492,38 @@ pub fn batch_loss(
         }
     }
     Ok((total, terms))
+}
+
+/// One optimisation step on `batch`: forward in training mode, losses, backward,
+/// gradient clipping (when `grad_clip > 0`), AdamW. Returns the total loss and each
+/// term's value; a non-finite loss is an error and leaves the weights untouched.
+pub fn train_step(
+    net: &dyn SedNet,
+    batch: &Batch,
+    opt: &mut AdamW,
+    lc: &LossConfig,
+    grad_clip: f64,
+) -> Result<(f64, Vec<(&'static str, f64)>)> {
+    let out = net.forward_t(&batch.x, true)?;
+    let (total, terms) = batch_loss(&out, batch, lc)?;
+    let lv = f64::from(total.to_scalar::<f32>()?);
+    if !lv.is_finite() {
+        return Err(invalid(
+            "training loss",
+            lv,
+            "a finite loss (lower optim.lr?)",
+        ));
+    }
+    let mut grads = total.backward()?;
+    if grad_clip > 0.0 {
+        clip_grad_norm(&mut grads, opt.vars(), grad_clip)?;
+    }
+    opt.step(&grads)?;
+    let terms = terms
+        .into_iter()
+        .map(|(n, t)| Ok((n, f64::from(t.to_scalar::<f32>()?))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((lv, terms))
 }
 
 /// IFD pairs at the embedding rate: strong labels where the clip has them, else pseudo
@@ -781,24 +825,16 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
                 net.min_frames(),
                 &Device::Cpu,
             )?;
-            let out = net.forward_t(&batch.x, true)?;
-            let (total, terms) = batch_loss(&out, &batch, &cfg.loss)?;
-            let lv = total.to_scalar::<f32>()? as f64;
-            if !lv.is_finite() {
-                return Err(invalid(
-                    "training loss",
-                    lv,
-                    "a finite loss (lower optim.lr?)",
-                ));
-            }
-            let mut grads = total.backward()?;
-            if cfg.optim.grad_clip > 0.0 {
-                clip_grad_norm(&mut grads, opt.vars(), cfg.optim.grad_clip)?;
-            }
-            opt.step(&grads)?;
+            let (lv, terms) = train_step(
+                net.as_ref(),
+                &batch,
+                &mut opt,
+                &cfg.loss,
+                cfg.optim.grad_clip,
+            )?;
             sum += lv;
-            for (name, t) in terms {
-                *term_sums.entry(name.to_string()).or_default() += t.to_scalar::<f32>()? as f64;
+            for (name, v) in terms {
+                *term_sums.entry(name.to_string()).or_default() += v;
             }
             if let Some(b) = &bar {
                 b.set_message(format!("{:.4}", sum / (bi + 1) as f64));

@@ -13,10 +13,14 @@ use super::layers::ShapeRecorder;
 use super::ModelError;
 
 pub mod amn;
+pub mod atp_sedb;
+pub mod context_attention;
 pub mod crnn;
 pub mod two_step_ae;
 
 pub use amn::{AmSwitch, Amn, AmnConfig};
+pub use atp_sedb::{AtpBlock, AtpSedb, AtpSedbConfig};
+pub use context_attention::{ContextAttention, ContextAttentionConfig, EncoderConfig};
 pub use crnn::{Crnn, CrnnBlock, CrnnConfig, PoolSize};
 pub use two_step_ae::{ClipHead, TwoStepAe, TwoStepAeConfig};
 
@@ -31,6 +35,10 @@ pub enum ArchConfig {
     Amn(AmnConfig),
     /// Two-step attention pooling with an autoencoder (2APAE, paper 003).
     TwoStepAe(TwoStepAeConfig),
+    /// CNN encoder with ATP, SEDB and IFD projection heads (paper 001).
+    AtpSedb(AtpSedbConfig),
+    /// Local/global CRNNs with additive context attention (paper 002).
+    ContextAttention(ContextAttentionConfig),
 }
 
 impl Default for ArchConfig {
@@ -47,6 +55,8 @@ impl ArchConfig {
             ArchConfig::Crnn(_) => "crnn",
             ArchConfig::Amn(_) => "amn",
             ArchConfig::TwoStepAe(_) => "two_step_ae",
+            ArchConfig::AtpSedb(_) => "atp_sedb",
+            ArchConfig::ContextAttention(_) => "context_attention",
         }
     }
 
@@ -57,6 +67,8 @@ impl ArchConfig {
             ArchConfig::Crnn(c) => c.validate(n_mels, n_classes),
             ArchConfig::Amn(c) => c.validate(n_mels, n_classes),
             ArchConfig::TwoStepAe(c) => c.validate(n_mels, n_classes),
+            ArchConfig::AtpSedb(c) => c.validate(n_mels, n_classes),
+            ArchConfig::ContextAttention(c) => c.validate(n_mels, n_classes),
         }
     }
 
@@ -66,6 +78,8 @@ impl ArchConfig {
             ArchConfig::Crnn(c) => c.summary(),
             ArchConfig::Amn(c) => c.summary(),
             ArchConfig::TwoStepAe(c) => c.summary(),
+            ArchConfig::AtpSedb(c) => c.summary(),
+            ArchConfig::ContextAttention(c) => c.summary(),
         }
     }
 
@@ -75,6 +89,8 @@ impl ArchConfig {
             ArchConfig::Crnn(c) => c.min_frames(),
             ArchConfig::Amn(c) => c.min_frames(),
             ArchConfig::TwoStepAe(c) => c.min_frames(),
+            ArchConfig::AtpSedb(c) => c.min_frames(),
+            ArchConfig::ContextAttention(c) => c.min_frames(),
         }
     }
 }
@@ -126,6 +142,10 @@ pub fn build(
         ArchConfig::Crnn(c) => Box::new(Crnn::new(c, n_mels, n_classes, vb)?),
         ArchConfig::Amn(c) => Box::new(Amn::new(c, n_mels, n_classes, vb)?),
         ArchConfig::TwoStepAe(c) => Box::new(TwoStepAe::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::AtpSedb(c) => Box::new(AtpSedb::new(c, n_mels, n_classes, vb)?),
+        ArchConfig::ContextAttention(c) => {
+            Box::new(ContextAttention::new(c, n_mels, n_classes, vb)?)
+        }
     })
 }
 

@@ -8,7 +8,9 @@
 
 pub mod activation;
 pub mod affinity_mixup;
+pub mod atp;
 pub mod batch_norm;
+pub mod context_attention;
 pub mod conv;
 pub mod decoder;
 #[cfg(test)]
@@ -17,12 +19,15 @@ pub mod gru;
 pub mod heads;
 pub mod init;
 pub mod interp;
+pub mod max_pool;
 pub mod pool;
 pub mod vgg;
 
 pub use activation::LeakyRelu;
 pub use affinity_mixup::{mix_decoder, mix_encoder, Affinity};
+pub use atp::{AtpHead, AtpOutput};
 pub use batch_norm::BatchNorm;
+pub use context_attention::{AdditiveAttention, AttentionOutput};
 pub use conv::{Conv2d, Conv2dGeometry, Conv2dSame, ConvBlock, ConvBnRelu};
 pub use decoder::ConvDecoder;
 pub use gru::{BiGru, Gru};
@@ -31,5 +36,6 @@ pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{
     interpolate_linear, interpolate_nearest, linear_positions, nearest_positions, Upsample,
 };
+pub use max_pool::MaxPool2d;
 pub use pool::{linear_softmax_pool, LpPool2d};
 pub use vgg::{avg_pool3_same, VggBlock, VggStack};

@@ -1,0 +1,604 @@
+//! Context-attention CRNN (paper 002, "Sound event detection with soft labels and
+//! self-attention"): a local CRNN encodes the target segment (the query), a global CRNN
+//! encodes the whole context (keys and values), additive attention (paper eq. 3) gathers
+//! the context relevant to each target frame, and the concatenation [local, attended
+//! context] goes through fully connected layers to the event scores; an optional scene
+//! head classifies the acoustic scene.
+//!
+//! # Target segments and context inside one streaming window
+//!
+//! The paper predicts one target segment (1 s) from a chunk of audio around it. Here the
+//! input window of `T` frames is the context, and it is tiled by target segments of
+//! `L = min(segment_frames, T)` frames: segment `i` starts at `min(i·L, T − L)`, so
+//! every segment is a full `L` frames and the last one overlaps its neighbour when `L`
+//! does not divide `T` (the last `L` frames are all taken from the last segment). The local CRNN runs
+//! on each segment on its own (it sees only its segment), the global CRNN on the whole
+//! window; every frame of the window is then a target frame, so the network gives frame
+//! scores for all `T` frames and works for any `T ≥ min_frames`.
+//!
+//! ```text
+//! x (B,T,F) ─ segments (B·n,L,F) → local CRNN → (B·n,L',Dq) → interp. to L → q (B,T,Dq)
+//!           └──────────────────────→ global CRNN → k = v (B,T'',Dk)
+//! c = AdditiveAttention(q, k, v) (B,T,Dk);  z = [q, c] (B,T,Dq+Dk)
+//! frame = clamp(σ(fc2(ReLU(fc1(z)))), 1e-7, 1) (B,T,K);  clip = Σp²/Σp over T
+//! scene logits = scene(mean_T z) (B,S)   (only when n_scenes > 0)
+//! ```
+//!
+//! A CRNN encoder is `[BatchNorm2d → Conv k×k → LeakyReLU → LP-pool?] × blocks →
+//! BiGRU` (the layers of the CDur CRNN); its output has `2 × gru_hidden` features.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::crnn::{CrnnBlock, PoolSize};
+use super::{AuxOutputs, SedNet, SedOutput};
+use crate::model::layers::{
+    interpolate_linear, linear_softmax_pool, AdditiveAttention, BiGru, ConvBlock, LpPool2d,
+};
+use crate::model::ModelError;
+
+/// One CRNN encoder (local or global branch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Conv blocks in order, each optionally followed by LP pooling.
+    pub blocks: Vec<CrnnBlock>,
+    /// GRU hidden size per direction (the encoder outputs twice this).
+    pub gru_hidden: usize,
+}
+
+impl EncoderConfig {
+    /// Product of the time pools: fewest frames the encoder accepts.
+    pub fn min_frames(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.pool.map(|p| p.time))
+            .product()
+    }
+
+    /// Mel bands left after the pools.
+    pub fn mels_out(&self, n_mels: usize) -> usize {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.pool.map(|p| p.mel))
+            .fold(n_mels, |m, k| m.checked_div(k).unwrap_or(m))
+    }
+
+    /// Output feature size (`2 × gru_hidden`).
+    pub fn out_dim(&self) -> usize {
+        2 * self.gru_hidden
+    }
+
+    /// Checks the encoder named `name` for `n_mels` bands.
+    fn validate(&self, name: &str, n_mels: usize) -> std::result::Result<(), ModelError> {
+        if self.blocks.is_empty() || self.blocks.len() > 32 {
+            return bad(
+                format!("{name}.blocks"),
+                format!("{} blocks", self.blocks.len()),
+                "1..=32 conv blocks",
+            );
+        }
+        if self.gru_hidden == 0 || self.gru_hidden > 4096 {
+            return bad(
+                format!("{name}.gru_hidden"),
+                self.gru_hidden.to_string(),
+                "1..=4096 units",
+            );
+        }
+        let mut mels = n_mels;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.channels == 0 || b.channels > 4096 {
+                return bad(
+                    format!("{name}.blocks[{i}].channels"),
+                    b.channels.to_string(),
+                    "1..=4096 channels",
+                );
+            }
+            if let Some(p) = b.pool {
+                if p.time == 0 || p.time > 64 {
+                    return bad(
+                        format!("{name}.blocks[{i}].pool.time"),
+                        p.time.to_string(),
+                        "1..=64 frames",
+                    );
+                }
+                if p.mel == 0 || mels / p.mel == 0 {
+                    return bad(
+                        format!("{name}.blocks[{i}].pool.mel"),
+                        p.mel.to_string(),
+                        &format!(
+                            "1..={mels} (the {mels} mel bands left of features.n_mels = {n_mels} must not pool to 0)"
+                        ),
+                    );
+                }
+                mels /= p.mel;
+            }
+        }
+        Ok(())
+    }
+
+    /// Short description, e.g. `1→32 LP(2,4) → 32→64; BiGRU 2×32`.
+    fn summary(&self) -> String {
+        let mut c_in = 1;
+        let mut parts = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let mut s = format!("{c_in}→{}", b.channels);
+            if let Some(p) = b.pool {
+                s.push_str(&format!(" LP({},{})", p.time, p.mel));
+            }
+            parts.push(s);
+            c_in = b.channels;
+        }
+        format!("{}; BiGRU 2×{}", parts.join(" → "), self.gru_hidden)
+    }
+}
+
+/// Parameters of the context-attention CRNN. Input bands and classes come from the
+/// model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextAttentionConfig {
+    /// Local CRNN, run on each target segment (the query).
+    pub local: EncoderConfig,
+    /// Global CRNN, run on the whole window (keys and values).
+    pub global: EncoderConfig,
+    /// Convolution kernel size of both encoders (odd; "same" padding).
+    pub kernel: usize,
+    /// Exponent of the LP pooling.
+    pub lp_p: f64,
+    /// Negative slope of the LeakyReLU.
+    pub leaky_slope: f64,
+    /// Target segment length in frames (clamped to the window length).
+    pub segment_frames: usize,
+    /// Hidden units of the additive attention.
+    pub att_dim: usize,
+    /// Width of the first fully connected layer after the fusion.
+    pub fc_hidden: usize,
+    /// Acoustic scenes of the scene head (0 = no scene head).
+    pub n_scenes: usize,
+}
+
+impl Default for ContextAttentionConfig {
+    /// Both encoders 1→32 LP(2,4) → 32→64 LP(2,4) → 64→64 LP(1,4) (64 mels → 1 band),
+    /// local BiGRU 2×32, global BiGRU 2×64; 3×3 kernels, LP p = 4, LeakyReLU 0.1;
+    /// 1-s targets (50 frames at 50 frames/s, the paper's segment); attention 32 units;
+    /// FC 64; no scene head. The paper uses the DCASE 2023 task 4b baseline CRNN for
+    /// both branches without giving sizes: these widths are this crate's choice.
+    fn default() -> Self {
+        let blocks = vec![
+            CrnnBlock {
+                channels: 32,
+                pool: Some(PoolSize { time: 2, mel: 4 }),
+            },
+            CrnnBlock {
+                channels: 64,
+                pool: Some(PoolSize { time: 2, mel: 4 }),
+            },
+            CrnnBlock {
+                channels: 64,
+                pool: Some(PoolSize { time: 1, mel: 4 }),
+            },
+        ];
+        Self {
+            local: EncoderConfig {
+                blocks: blocks.clone(),
+                gru_hidden: 32,
+            },
+            global: EncoderConfig {
+                blocks,
+                gru_hidden: 64,
+            },
+            kernel: 3,
+            lp_p: 4.0,
+            leaky_slope: 0.1,
+            segment_frames: 50,
+            att_dim: 32,
+            fc_hidden: 64,
+            n_scenes: 0,
+        }
+    }
+}
+
+/// `Err(InvalidArch)` naming `field`, the `value` found and what is `expected`.
+fn bad(field: String, value: String, expected: &str) -> std::result::Result<(), ModelError> {
+    Err(ModelError::InvalidArch {
+        field,
+        value,
+        expected: expected.to_string(),
+    })
+}
+
+impl ContextAttentionConfig {
+    /// Checks every parameter for `n_mels` input bands and `n_classes` outputs.
+    pub fn validate(&self, n_mels: usize, n_classes: usize) -> std::result::Result<(), ModelError> {
+        if n_classes == 0 {
+            return bad("classes".into(), "0 classes".into(), "at least one class");
+        }
+        self.local.validate("context_attention.local", n_mels)?;
+        self.global.validate("context_attention.global", n_mels)?;
+        if self.kernel % 2 == 0 || self.kernel > 15 {
+            return bad(
+                "context_attention.kernel".into(),
+                self.kernel.to_string(),
+                "an odd size 1..=15",
+            );
+        }
+        if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
+            return bad(
+                "context_attention.lp_p".into(),
+                self.lp_p.to_string(),
+                "a number in 1..=64",
+            );
+        }
+        if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
+            return bad(
+                "context_attention.leaky_slope".into(),
+                self.leaky_slope.to_string(),
+                "a slope in 0..=1",
+            );
+        }
+        let local_min = self.local.min_frames();
+        if self.segment_frames < local_min || self.segment_frames > 100_000 {
+            return bad(
+                "context_attention.segment_frames".into(),
+                self.segment_frames.to_string(),
+                &format!("{local_min}..=100000 frames (at least the local encoder's time pooling)"),
+            );
+        }
+        for (field, v) in [
+            ("context_attention.att_dim", self.att_dim),
+            ("context_attention.fc_hidden", self.fc_hidden),
+        ] {
+            if v == 0 || v > 4096 {
+                return bad(field.into(), v.to_string(), "1..=4096 units");
+            }
+        }
+        if self.n_scenes > 1024 {
+            return bad(
+                "context_attention.n_scenes".into(),
+                self.n_scenes.to_string(),
+                "0..=1024 scenes (0 = no scene head)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Fewest input frames: both encoders' time pools must leave ≥ 1 frame.
+    pub fn min_frames(&self) -> usize {
+        self.local.min_frames().max(self.global.min_frames())
+    }
+
+    /// One-line description of the architecture.
+    pub fn summary(&self) -> String {
+        format!(
+            "context_attention: BN→conv{k}×{k}→LeakyReLU({}) LP p = {}; local CRNN {} on \
+             {}-frame target segments; global CRNN {}; additive attention {} units; FC {}; {}",
+            self.leaky_slope,
+            self.lp_p,
+            self.local.summary(),
+            self.segment_frames,
+            self.global.summary(),
+            self.att_dim,
+            self.fc_hidden,
+            if self.n_scenes == 0 {
+                "no scene head".to_string()
+            } else {
+                format!("scene head {} scenes", self.n_scenes)
+            },
+            k = self.kernel,
+        )
+    }
+}
+
+/// A CRNN encoder: conv blocks with LP pools, then a BiGRU. `(B, T, F)` → `(B, T', 2H)`.
+#[derive(Debug, Clone)]
+struct CrnnEncoder {
+    /// Conv blocks, each with its optional LP pool.
+    blocks: Vec<(ConvBlock, Option<LpPool2d>)>,
+    /// Recurrent part.
+    gru: BiGru,
+}
+
+impl CrnnEncoder {
+    /// Builds the encoder (parameters validated by the caller).
+    fn new(
+        cfg: &EncoderConfig,
+        arch: &ContextAttentionConfig,
+        n_mels: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let vbb = vb.pp("blocks");
+        let mut blocks = Vec::with_capacity(cfg.blocks.len());
+        let mut c_in = 1;
+        for (i, b) in cfg.blocks.iter().enumerate() {
+            let block = ConvBlock::new(c_in, b.channels, arch.kernel, arch.leaky_slope, vbb.pp(i))?;
+            blocks.push((
+                block,
+                b.pool.map(|p| LpPool2d::new(arch.lp_p, p.time, p.mel)),
+            ));
+            c_in = b.channels;
+        }
+        let gru = BiGru::new(c_in * cfg.mels_out(n_mels), cfg.gru_hidden, vb.pp("gru"))?;
+        Ok(Self { blocks, gru })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let mut h = x.unsqueeze(1)?;
+        for (block, pool) in &self.blocks {
+            h = block.forward_t(&h, train)?;
+            if let Some(pool) = pool {
+                h = pool.forward(&h)?;
+            }
+        }
+        let (_, c, tp, fp) = h.dims4()?;
+        let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
+        self.gru.forward(&h)
+    }
+}
+
+/// Start frames of the target segments of a `t`-frame window with segments of `l`
+/// frames (`1 ≤ l ≤ t`): `min(i·l, t − l)` for `i < ⌈t/l⌉`.
+pub fn segment_starts(t: usize, l: usize) -> Vec<usize> {
+    let n = t.div_ceil(l);
+    (0..n).map(|i| (i * l).min(t - l)).collect()
+}
+
+/// The context-attention CRNN. Tensors: `local.blocks.{i}.{bn,conv}.*`,
+/// `local.gru.{fwd,bwd}.*`, the same under `global.`, `attention.{query,key,score}.*`,
+/// `fc1.{weight,bias}`, `fc2.{weight,bias}`, and with a scene head `scene.{weight,bias}`.
+#[derive(Debug, Clone)]
+pub struct ContextAttention {
+    /// Encoder of the target segments.
+    local: CrnnEncoder,
+    /// Encoder of the whole window.
+    global: CrnnEncoder,
+    /// Attention from local frames over the global context.
+    attention: AdditiveAttention,
+    /// First fully connected layer after the fusion.
+    fc1: Linear,
+    /// Event logits.
+    fc2: Linear,
+    /// Scene logits (when `n_scenes > 0`).
+    scene: Option<Linear>,
+    /// Target segment length.
+    segment_frames: usize,
+    /// Input mel bands.
+    n_mels: usize,
+    /// Fewest frames accepted.
+    min_frames: usize,
+}
+
+impl ContextAttention {
+    /// Builds the network for `n_mels` bands and `n_classes` classes; validates `cfg`.
+    pub fn new(
+        cfg: &ContextAttentionConfig,
+        n_mels: usize,
+        n_classes: usize,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, ModelError> {
+        cfg.validate(n_mels, n_classes)?;
+        let local = CrnnEncoder::new(&cfg.local, cfg, n_mels, vb.pp("local"))?;
+        let global = CrnnEncoder::new(&cfg.global, cfg, n_mels, vb.pp("global"))?;
+        let (dq, dk) = (cfg.local.out_dim(), cfg.global.out_dim());
+        let attention = AdditiveAttention::new(dq, dk, cfg.att_dim, vb.pp("attention"))?;
+        let fc1 = candle_nn::linear(dq + dk, cfg.fc_hidden, vb.pp("fc1"))?;
+        let fc2 = candle_nn::linear(cfg.fc_hidden, n_classes, vb.pp("fc2"))?;
+        let scene = if cfg.n_scenes > 0 {
+            Some(candle_nn::linear(dq + dk, cfg.n_scenes, vb.pp("scene"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            local,
+            global,
+            attention,
+            fc1,
+            fc2,
+            scene,
+            segment_frames: cfg.segment_frames,
+            n_mels,
+            min_frames: cfg.min_frames(),
+        })
+    }
+
+    /// Local features of every frame, `(B, T, Dq)`: the local CRNN on each target
+    /// segment, resampled to the segment's frames and put back in window order.
+    fn local_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t, f) = x.dims3()?;
+        let l = self.segment_frames.min(t);
+        let starts = segment_starts(t, l);
+        let n = starts.len();
+        let segs: Vec<Tensor> = starts
+            .iter()
+            .map(|&s| x.narrow(1, s, l))
+            .collect::<Result<_>>()?;
+        let segs = Tensor::stack(&segs, 1)?.reshape((b * n, l, f))?;
+        let q = self.local.forward_t(&segs, train)?; // (B·n, L', Dq)
+        let q = interpolate_linear(&q, 1, l)?; // (B·n, L, Dq)
+        let dq = q.dim(2)?;
+        if n == 1 {
+            return q.reshape((b, t, dq));
+        }
+        let q = q.reshape((b, n * l, dq))?;
+        let idx: Vec<u32> = (0..t)
+            .map(|j| {
+                let i = if j >= t - l { n - 1 } else { j / l };
+                (i * l + j - starts[i]) as u32
+            })
+            .collect();
+        q.index_select(&Tensor::from_vec(idx, t, x.device())?, 1)
+    }
+}
+
+impl SedNet for ContextAttention {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
+        let (_, t, f) = x.dims3()?;
+        if f != self.n_mels || t < self.min_frames {
+            candle_core::bail!(
+                "context-attention input is (batch, {t} frames, {f} mels); it needs {} mels \
+                 and ≥ {} frames",
+                self.n_mels,
+                self.min_frames
+            );
+        }
+        let q = self.local_features(x, train)?; // (B, T, Dq)
+        let k = self.global.forward_t(x, train)?; // (B, T'', Dk)
+        let att = self.attention.forward(&q, &k, &k)?;
+        let z = Tensor::cat(&[&q, &att.context], 2)?; // (B, T, Dq + Dk)
+        let logits = self.fc2.forward(&self.fc1.forward(&z)?.relu()?)?;
+        let frame = candle_nn::ops::sigmoid(&logits)?.clamp(1e-7, 1.0)?;
+        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
+        let scene_logits = match &self.scene {
+            Some(lin) => Some(lin.forward(&z.mean(1)?)?),
+            None => None,
+        };
+        Ok(SedOutput {
+            frame,
+            clip,
+            aux: AuxOutputs {
+                scene_logits,
+                ..AuxOutputs::default()
+            },
+        })
+    }
+
+    fn min_frames(&self) -> usize {
+        self.min_frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    fn tiny(n_scenes: usize) -> ContextAttentionConfig {
+        let enc = |time, hidden| EncoderConfig {
+            blocks: vec![CrnnBlock {
+                channels: 2,
+                pool: Some(PoolSize { time, mel: 2 }),
+            }],
+            gru_hidden: hidden,
+        };
+        ContextAttentionConfig {
+            local: enc(1, 2),
+            global: enc(2, 2),
+            segment_frames: 3,
+            att_dim: 2,
+            fc_hidden: 3,
+            n_scenes,
+            ..ContextAttentionConfig::default()
+        }
+    }
+
+    #[test]
+    fn segments_tile_the_window_and_the_last_one_is_full() {
+        assert_eq!(segment_starts(10, 5), vec![0, 5]);
+        assert_eq!(segment_starts(11, 5), vec![0, 5, 6]);
+        assert_eq!(segment_starts(4, 4), vec![0]);
+        assert_eq!(segment_starts(3, 1), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn default_is_valid_and_bad_fields_are_named() {
+        let c = ContextAttentionConfig::default();
+        c.validate(64, 11).unwrap();
+        assert_eq!(c.min_frames(), 4);
+        let e = ContextAttentionConfig {
+            segment_frames: 2,
+            ..c.clone()
+        }
+        .validate(64, 11)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("context_attention.segment_frames"), "{e}");
+        let e = c.validate(16, 11).unwrap_err().to_string();
+        assert!(
+            e.contains("context_attention.local.blocks[2].pool.mel"),
+            "{e}"
+        );
+        let e = ContextAttentionConfig { att_dim: 0, ..c }
+            .validate(64, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("att_dim"), "{e}");
+    }
+
+    /// A local frame's features depend only on its own target segment.
+    #[test]
+    fn local_features_see_only_their_segment() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 1, DType::F64, &Device::Cpu);
+        let net = ContextAttention::new(&tiny(0), 4, 2, vb).unwrap();
+        let x = gradcheck::rand_tensor(&[1, 7, 4], 1); // segments at 0, 3, 4
+        let q = net.local_features(&x, false).unwrap();
+        let x2 = x
+            .slice_assign(&[0..1, 6..7, 0..4], &gradcheck::rand_tensor(&[1, 1, 4], 9))
+            .unwrap();
+        let q2 = net.local_features(&x2, false).unwrap();
+        let d: Vec<f64> = (q - q2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(2)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // Frames 0..3 (first segment) are unchanged; 4..7 (last segment) change.
+        assert!(d[..3].iter().all(|&v| v == 0.0), "{d:?}");
+        assert!(d[4..].iter().all(|&v| v > 0.0), "{d:?}");
+        // Segment 1 (frames 3..6) lost frames 4, 5 to the last segment; frame 3 stays.
+        assert_eq!(d[3], 0.0);
+    }
+
+    #[test]
+    fn forward_shapes_for_several_lengths_with_and_without_scenes() {
+        for n_scenes in [0, 3] {
+            let map = VarMap::new();
+            let vb = seeded_var_builder(&map, 1, DType::F32, &Device::Cpu);
+            let net = ContextAttention::new(&tiny(n_scenes), 4, 2, vb).unwrap();
+            assert_eq!(net.min_frames(), 2);
+            for t in [2, 3, 5, 8] {
+                let x = gradcheck::rand_tensor(&[2, t, 4], t as u64)
+                    .to_dtype(DType::F32)
+                    .unwrap();
+                let out = net.forward_t(&x, false).unwrap();
+                assert_eq!(out.frame.dims(), &[2, t, 2]);
+                assert_eq!(out.clip.dims(), &[2, 2]);
+                assert_eq!(
+                    out.aux.scene_logits.map(|s| s.dims().to_vec()),
+                    (n_scenes > 0).then(|| vec![2, n_scenes])
+                );
+            }
+            let x = Tensor::zeros((1, 1, 4), DType::F32, &Device::Cpu).unwrap();
+            assert!(net.forward_t(&x, false).is_err());
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = ContextAttention::new(&tiny(2), 4, 2, vb).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 4], 3)).unwrap();
+        let out = |f: fn(SedOutput) -> Tensor| {
+            let net = &net;
+            let x = &x;
+            move || net.forward_t(x.as_tensor(), true).map(f)
+        };
+        gradcheck::check(&map, &[("x", &x)], out(|o| o.frame), 1e-5);
+        gradcheck::check(&map, &[("x", &x)], out(|o| o.clip), 1e-5);
+        gradcheck::check(
+            &map,
+            &[("x", &x)],
+            out(|o| o.aux.scene_logits.unwrap()),
+            1e-5,
+        );
+    }
+}
