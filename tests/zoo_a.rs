@@ -201,7 +201,7 @@ fn each_arch_runs_in_the_streaming_runner_in_any_chunking() {
         let mut outputs = Vec::new();
         for chunk in [n, 5] {
             let model = Model::init_random(meta(arch.clone(), 8), 3).unwrap();
-            let cfg = model.meta().streaming.clone();
+            let cfg = model.meta().streaming;
             let mut runner = StreamingRunner::new(Box::new(model), cfg).unwrap();
             let mut all = Vec::new();
             for c in x.chunks(chunk * 8) {

@@ -139,8 +139,7 @@ pub fn ifd_pairs(
                 .min(valid[b])
                 .min(frame[a].len())
                 .min(frame[b].len());
-            for t in 0..t_max {
-                let (fa, fb) = (&frame[a][t], &frame[b][t]);
+            for (t, (fa, fb)) in frame[a].iter().zip(&frame[b]).enumerate().take(t_max) {
                 if !nonempty(fa) || !nonempty(fb) {
                     continue;
                 }

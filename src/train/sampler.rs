@@ -72,6 +72,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn balanced_draws_each_stratum_equally() {
         // class 0: 8 clips, class 1: 2 clips, class 2: 4 clips.
         let mut weak = vec![vec![true, false, false]; 8];

@@ -149,7 +149,10 @@ fn audio_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Foreground sources by class, and background files.
-fn sources(cfg: &SynthConfig) -> Result<(BTreeMap<String, Vec<PathBuf>>, Vec<PathBuf>)> {
+/// Foreground files by class, and background files.
+type Sources = (BTreeMap<String, Vec<PathBuf>>, Vec<PathBuf>);
+
+fn sources(cfg: &SynthConfig) -> Result<Sources> {
     let mut fg: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut bg = Vec::new();
     let map = |c: &str| {

@@ -116,9 +116,9 @@ pub fn tune(model: &mut Model, data: &Dataset, grid: &TuneConfig) -> Result<Tune
     let mut report = TuneReport {
         classes: BTreeMap::new(),
     };
-    for c in 0..data.classes.len() {
-        let before = class_f1(data, &preds, c, current[c])?;
-        let mut best = (before, current[c]);
+    for (c, &cur) in current.iter().enumerate() {
+        let before = class_f1(data, &preds, c, cur)?;
+        let mut best = (before, cur);
         for &on in &grid.thresholds {
             for &med in &grid.median_frames {
                 for &dur in &grid.min_durations_s {
@@ -127,7 +127,7 @@ pub fn tune(model: &mut Model, data: &Dataset, grid: &TuneConfig) -> Result<Tune
                         off: (on - 0.2).max(0.05).min(on),
                         median_frames: med.max(1) | 1,
                         min_duration_s: dur,
-                        ..current[c]
+                        ..cur
                     };
                     let f = class_f1(data, &preds, c, p)?;
                     if f > best.0 + 1e-12 {

@@ -308,7 +308,7 @@ impl TrainConfig {
     }
 
     fn streaming(&self) -> StreamingConfig {
-        self.streaming.clone().unwrap_or_else(|| {
+        self.streaming.unwrap_or_else(|| {
             let w =
                 ((self.features.frame_rate() * 10.0).round() as usize).max(self.arch.min_frames());
             StreamingConfig {
@@ -540,12 +540,10 @@ fn ifd_pairs_of(
     let src = |i: usize| ((((i as f64) + 0.5) * t as f64 / te as f64) as usize).min(t - 1);
     let mut labels = Vec::with_capacity(b);
     let mut valid = Vec::with_capacity(b);
-    for k in 0..b {
+    for (k, fr) in frame.iter().enumerate().take(b) {
         let full: Vec<Vec<bool>> = match &batch.strong_bool[k] {
             Some(s) => s.clone(),
-            None => {
-                loss::pseudo_strong_labels(&frame[k], &batch.weak_bool[k], lc.ifd_pseudo_threshold)
-            }
+            None => loss::pseudo_strong_labels(fr, &batch.weak_bool[k], lc.ifd_pseudo_threshold),
         };
         let n = full.len().max(1);
         labels.push(
@@ -574,13 +572,16 @@ pub struct Validation {
     pub event_f1_micro: f64,
 }
 
+/// Frame probabilities `(n_frames, C)` and clip probabilities `(C,)` of one clip.
+pub type ClipPrediction = (Vec<Vec<f32>>, Vec<f32>);
+
 /// Frame probabilities `(n_frames, C)` of every clip of `data`, in clip order. Clips of
 /// equal length are batched; nothing is padded.
 pub fn predict_frames(
     net: &dyn SedNet,
     data: &Dataset,
     batch_size: usize,
-) -> Result<Vec<(Vec<Vec<f32>>, Vec<f32>)>> {
+) -> Result<Vec<ClipPrediction>> {
     let n_mels = data.features.n_mels;
     let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, c) in data.clips.iter().enumerate() {
