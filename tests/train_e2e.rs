@@ -3,7 +3,6 @@
 //! checkpoint continues exactly; masks make padding invisible to the losses; bad
 //! configs give clear errors.
 
-use std::f32::consts::PI;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -13,58 +12,8 @@ use hark::train::dataset::{Batch, Item};
 use hark::train::synth::{synthesize, write_wav, SynthConfig};
 use hark::train::trainer::{batch_loss, train, LossConfig, TrainConfig, TrainOptions};
 
-const CLASSES: [&str; 3] = ["beep", "chirp", "knock"];
-
-/// Writes `n` variants of each generated sound class into `dir/<class>/`, at different
-/// rates and channel counts (so synthesis must resample and downmix).
-fn make_sources(dir: &Path) {
-    for (ci, class) in CLASSES.iter().enumerate() {
-        let d = dir.join("fg").join(class);
-        std::fs::create_dir_all(&d).unwrap();
-        for v in 0..4 {
-            let rate = [16_000u32, 22_050, 44_100][(ci + v) % 3];
-            let secs = 0.3 + 0.1 * v as f32;
-            let n = (secs * rate as f32) as usize;
-            let mut lcg = 12345u32.wrapping_add(v as u32 * 7 + ci as u32 * 101);
-            let x: Vec<f32> = (0..n)
-                .map(|i| {
-                    let t = i as f32 / rate as f32;
-                    let env = (PI * t / secs).sin();
-                    match ci {
-                        0 => 0.5 * env * (2.0 * PI * (900.0 + 100.0 * v as f32) * t).sin(),
-                        1 => {
-                            let f0 = 400.0;
-                            let f1 = 3000.0;
-                            let ph = 2.0 * PI * (f0 * t + (f1 - f0) * t * t / (2.0 * secs));
-                            0.5 * env * ph.sin()
-                        }
-                        _ => {
-                            // Short noise bursts (knocks) every 0.1 s.
-                            lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                            let noise = (lcg >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
-                            let ph = (t * 10.0).fract();
-                            0.6 * noise * (-ph * 40.0).exp()
-                        }
-                    }
-                })
-                .collect();
-            write_wav(&d.join(format!("{class}_{v}.wav")), &x, rate).unwrap();
-        }
-    }
-    let bg = dir.join("bg");
-    std::fs::create_dir_all(&bg).unwrap();
-    let mut lcg = 99u32;
-    let mut y = 0.0f32;
-    let x: Vec<f32> = (0..48_000)
-        .map(|_| {
-            lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let w = (lcg >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
-            y = 0.98 * y + 0.02 * w;
-            y
-        })
-        .collect();
-    write_wav(&bg.join("brown.wav"), &x, 16_000).unwrap();
-}
+mod train_util;
+use train_util::{make_sources, CLASSES};
 
 fn synth(dir: &Path, n: usize) -> PathBuf {
     let out = dir.join("synth");
