@@ -85,6 +85,10 @@ early_stop_patience = 0
 time_masks = 1
 freq_masks = 1
 gain_db = 3.0
+reverb_prob = 0.2
+clipping_prob = 0.2
+pitch_prob = 0.2
+pitch_semitones = 1.0
 "#,
         out = output.display(),
         data = data.display(),

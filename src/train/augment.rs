@@ -31,6 +31,19 @@ pub struct AugmentConfig {
     /// Probability of band-limiting a clip to a random bandwidth of 4–8 kHz (sources
     /// are recorded at 8 to 48 kHz).
     pub band_limit_prob: f64,
+    /// Probability of a waveform pitch shift (paper 002); the clip is decoded again and
+    /// its features recomputed, labels are rescaled in time.
+    pub pitch_prob: f64,
+    /// Largest pitch shift, ± semitones.
+    pub pitch_semitones: f64,
+    /// Probability of waveform soft clipping (paper 002).
+    pub clipping_prob: f64,
+    /// Largest clipping drive (tanh gain), ≥ 1.
+    pub clipping_drive: f64,
+    /// Probability of waveform reverb (paper 002).
+    pub reverb_prob: f64,
+    /// Longest reverb tail (RT60), seconds.
+    pub reverb_rt60_s: f64,
 }
 
 impl Default for AugmentConfig {
@@ -45,8 +58,95 @@ impl Default for AugmentConfig {
             time_shift_s: 0.0,
             gain_db: 0.0,
             band_limit_prob: 0.0,
+            pitch_prob: 0.0,
+            pitch_semitones: 2.0,
+            clipping_prob: 0.0,
+            clipping_drive: 4.0,
+            reverb_prob: 0.0,
+            reverb_rt60_s: 0.8,
         }
     }
+}
+
+/// Waveform augmentations drawn for one clip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WaveAug {
+    /// Pitch shift, semitones (0 = none).
+    pub semitones: f64,
+    /// Clipping drive (none = no clipping).
+    pub drive: Option<f32>,
+    /// Reverb RT60, seconds (none = no reverb).
+    pub rt60_s: Option<f64>,
+}
+
+/// Draws the waveform augmentations of one clip; `None` when none applies (the
+/// cached features are then used as they are).
+pub fn draw_wave_aug(cfg: &AugmentConfig, rng: &mut impl Rng) -> Option<WaveAug> {
+    if cfg.pitch_prob <= 0.0 && cfg.clipping_prob <= 0.0 && cfg.reverb_prob <= 0.0 {
+        return None;
+    }
+    let mut w = WaveAug {
+        semitones: 0.0,
+        drive: None,
+        rt60_s: None,
+    };
+    if rng.random::<f64>() < cfg.pitch_prob && cfg.pitch_semitones > 0.0 {
+        w.semitones = rng.random_range(-cfg.pitch_semitones..=cfg.pitch_semitones);
+    }
+    if rng.random::<f64>() < cfg.clipping_prob {
+        w.drive = Some(rng.random_range(1.0..=cfg.clipping_drive.max(1.0)) as f32);
+    }
+    if rng.random::<f64>() < cfg.reverb_prob && cfg.reverb_rt60_s > 0.0 {
+        w.rt60_s = Some(rng.random_range(0.1f64.min(cfg.reverb_rt60_s)..=cfg.reverb_rt60_s));
+    }
+    (w.semitones != 0.0 || w.drive.is_some() || w.rt60_s.is_some()).then_some(w)
+}
+
+/// The item of `clip` with waveform augmentation `w`: the audio is decoded again,
+/// pitch-shifted (labels rescaled in time), clipped and reverberated, and its log-mels
+/// recomputed.
+pub fn wave_item(
+    clip: &super::dataset::Clip,
+    w: &WaveAug,
+    features: &crate::features::FeatureConfig,
+    n_classes: usize,
+    rng: &mut impl Rng,
+) -> super::Result<Item> {
+    let mut audio = super::dataset::load_audio(&clip.path, features.sample_rate)?;
+    let mut scale = 1.0;
+    if w.semitones != 0.0 {
+        audio = pitch_shift(&audio, w.semitones);
+        scale = 1.0 / 2f64.powf(w.semitones / 12.0);
+    }
+    if let Some(d) = w.drive {
+        clip_waveform(&mut audio, d);
+    }
+    if let Some(rt) = w.rt60_s {
+        audio = reverb(&audio, features.sample_rate, rt, 0.3, rng);
+    }
+    let feats = crate::features::logmel(features, &audio)?;
+    let n_frames = feats.len() / features.n_mels.max(1);
+    let rescale = |ev: &Vec<super::dataset::LabelledEvent>| -> Vec<super::dataset::LabelledEvent> {
+        ev.iter()
+            .map(|e| super::dataset::LabelledEvent {
+                onset: e.onset * scale,
+                offset: e.offset * scale,
+                ..*e
+            })
+            .collect()
+    };
+    let period = features.frame_period_s();
+    let targets = |ev: &Vec<super::dataset::LabelledEvent>| {
+        super::dataset::Clip::frame_targets(&rescale(ev), n_frames, n_classes, period)
+    };
+    Ok(Item {
+        feats,
+        n_frames,
+        weak: clip.weak.iter().map(|&b| f32::from(u8::from(b))).collect(),
+        strong: clip.strong.as_ref().map(targets),
+        soft: clip.soft.as_ref().map(targets),
+        scene: clip.scene,
+    })
 }
 
 /// Log-domain offset of a gain of `db` decibels for log-mels of `power` 1 or 2 under

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use super::augment::{augment_item, mixup, AugmentConfig};
+use super::augment::{augment_item, draw_wave_aug, mixup, wave_item, AugmentConfig};
 use super::dataset::{Batch, DataConfig, Dataset, Item};
 use super::loss;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, PlateauConfig, ReduceLrOnPlateau};
@@ -274,6 +274,9 @@ impl TrainConfig {
         for (name, p) in [
             ("augment.mixup_prob", a.mixup_prob),
             ("augment.band_limit_prob", a.band_limit_prob),
+            ("augment.pitch_prob", a.pitch_prob),
+            ("augment.clipping_prob", a.clipping_prob),
+            ("augment.reverb_prob", a.reverb_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(invalid(name, p, "a probability in 0..=1"));
@@ -810,14 +813,16 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         let t_steps = Instant::now();
         for (bi, idx) in batches.iter().enumerate() {
             let mut brng = epoch_rng(cfg.seed, epoch, 1000 + bi as u64);
-            let mut items: Vec<Item> = idx
-                .iter()
-                .map(|&i| {
-                    let mut it = Item::from_clip(&train_set.clips[i], n_classes, period);
-                    augment_item(&mut it, &cfg.augment, &cfg.features, &mut brng);
-                    it
-                })
-                .collect();
+            let mut items: Vec<Item> = Vec::with_capacity(idx.len());
+            for &i in idx.iter() {
+                let clip = &train_set.clips[i];
+                let mut it = match draw_wave_aug(&cfg.augment, &mut brng) {
+                    Some(w) => wave_item(clip, &w, &cfg.features, n_classes, &mut brng)?,
+                    None => Item::from_clip(clip, n_classes, period),
+                };
+                augment_item(&mut it, &cfg.augment, &cfg.features, &mut brng);
+                items.push(it);
+            }
             mixup(&mut items, &cfg.augment, &mut brng);
             let batch = Batch::collate(
                 &items,
