@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench train_step` for criterion's statistics. For a quick phase
 //! breakdown without criterion, run the bench binary with `HARK_TRAIN_STEPS=N`
-//! (e.g. the dev-profile build from `cargo test --bench train_step --no-run`).
+//! (e.g. the dev-profile build from `cargo test --bench train_step --no-run`) and
+//! optionally `HARK_TRAIN_ARCH='{"name":"amn"}'` for another architecture.
 
 use std::time::Instant;
 
@@ -23,10 +24,10 @@ const T: usize = 500;
 const F: usize = 64;
 const C: usize = 10;
 
-fn setup() -> (Box<dyn arch::SedNet>, AdamW, Batch) {
+fn setup(arch: &ArchConfig) -> (Box<dyn arch::SedNet>, AdamW, Batch) {
     let map = VarMap::new();
     let vb = seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
-    let net = arch::build(&ArchConfig::default(), F, C, vb).expect("CRNN");
+    let net = arch::build(arch, F, C, vb).expect("architecture");
     let vars: Vec<_> = map
         .data()
         .lock()
@@ -61,7 +62,7 @@ fn setup() -> (Box<dyn arch::SedNet>, AdamW, Batch) {
 
 fn bench(c: &mut Criterion) {
     hark::model::tune_allocator();
-    let (net, mut opt, batch) = setup();
+    let (net, mut opt, batch) = setup(&ArchConfig::default());
     let lc = LossConfig::default();
     let mut g = c.benchmark_group("crnn_train_b16_t500");
     g.sample_size(10);
@@ -81,10 +82,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Phase breakdown over `n` steps, printed to stderr.
-fn quick(n: usize) {
+/// Phase breakdown over `n` steps of `arch` (default: the CDur-size CRNN), printed to
+/// stderr.
+fn quick(n: usize, arch: &ArchConfig) {
     hark::model::tune_allocator();
-    let (net, mut opt, batch) = setup();
+    let (net, mut opt, batch) = setup(arch);
     let lc = LossConfig::default();
     let _ = train_step(net.as_ref(), &batch, &mut opt, &lc, 5.0).expect("warm-up");
     let (mut fw, mut bw, mut st) = (0.0, 0.0, 0.0);
@@ -105,8 +107,9 @@ fn quick(n: usize) {
     }
     let k = n as f64;
     eprintln!(
-        "candle CRNN train step (B={B}, T={T}, F={F}): forward+loss {:.3} s, backward {:.3} s, \
+        "candle {} train step (B={B}, T={T}, F={F}): forward+loss {:.3} s, backward {:.3} s, \
          AdamW {:.3} s, total {:.3} s/step over {n} steps",
+        arch.name(),
         fw / k,
         bw / k,
         st / k,
@@ -121,7 +124,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        quick(n);
+        // HARK_TRAIN_ARCH: an architecture as JSON, e.g. {"name":"atp_sedb"}.
+        let arch = match std::env::var("HARK_TRAIN_ARCH") {
+            Ok(j) => serde_json::from_str(&j).expect("HARK_TRAIN_ARCH is an ArchConfig JSON"),
+            Err(_) => ArchConfig::default(),
+        };
+        quick(n, &arch);
         return;
     }
     benches();
