@@ -759,6 +759,40 @@ mod tests {
     }
 
     #[test]
+    fn cache_key_changes_with_the_audio_file_and_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.wav");
+        std::fs::write(&f, b"abc").unwrap();
+        let cfg = FeatureConfig::default();
+        let k = cache_key(&f, &cfg).unwrap();
+        assert_eq!(k, cache_key(&f, &cfg).unwrap());
+        let mut other = cfg.clone();
+        other.n_mels = 40;
+        assert_ne!(k, cache_key(&f, &other).unwrap());
+        std::fs::write(&f, b"abcd").unwrap();
+        assert_ne!(k, cache_key(&f, &cfg).unwrap());
+    }
+
+    #[test]
+    fn cached_features_equal_fresh_ones_and_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("tone.wav");
+        let x: Vec<f32> = (0..11_025).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
+        crate::train::synth::write_wav(&wav, &x, 22_050).unwrap();
+        let cfg = FeatureConfig::default();
+        let cache = dir.path().join("cache");
+        let (a, n) = cached_logmel(&wav, &cfg, &cache).unwrap();
+        let fresh = logmel(&cfg, &load_audio(&wav, cfg.sample_rate).unwrap()).unwrap();
+        assert_eq!(a, fresh);
+        assert_eq!(n * cfg.n_mels, a.len());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+        // A second load reads the cache: same values, no new file.
+        let (b, _) = cached_logmel(&wav, &cfg, &cache).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    }
+
+    #[test]
     fn unknown_labels_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let weak = dir.path().join("weak.tsv");
