@@ -22,3 +22,4 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod service;
+pub mod train;

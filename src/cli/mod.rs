@@ -19,6 +19,9 @@ use hark::model::Model;
 use hark::pipeline::{self, OfflineDetector, RunOptions};
 
 mod eval;
+mod synth;
+mod train;
+mod tune;
 
 /// hark — real-time sound event detection.
 #[derive(Debug, Parser)]
@@ -50,6 +53,12 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Evaluate detections against a reference (sed_eval / sed_scores_eval metrics).
     Eval(eval::EvalArgs),
+    /// Make strongly labelled soundscapes from event and background recordings.
+    Synth(synth::SynthArgs),
+    /// Train a model from a training config (TOML).
+    Train(train::TrainArgs),
+    /// Choose per-class post-processing on a validation set; store it in the model.
+    Tune(tune::TuneArgs),
 }
 
 /// `hark model ...`
@@ -176,7 +185,13 @@ pub struct CheckConfigArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     hark::model::tune_allocator();
-    init_tracing(cli.verbose, matches!(cli.command, Command::Run(_)));
+    init_tracing(
+        cli.verbose,
+        matches!(
+            cli.command,
+            Command::Run(_) | Command::Train(_) | Command::Tune(_) | Command::Synth(_)
+        ),
+    );
     let r = match cli.command {
         Command::Run(a) => run(a),
         Command::Detect(a) => detect(a),
@@ -186,6 +201,9 @@ pub fn main() -> i32 {
         Command::Model(ModelCommand::Init(a)) => model_init(a),
         Command::CheckConfig(a) => check_config(a),
         Command::Eval(a) => eval::run(&a),
+        Command::Synth(a) => synth::run(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Tune(a) => tune::run(&a),
     };
     match r {
         Ok(()) => 0,
