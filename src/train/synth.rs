@@ -126,7 +126,7 @@ pub struct SynthSummary {
     pub events: Vec<SynthEvent>,
 }
 
-const AUDIO_EXT: &[&str] = &["wav", "flac", "ogg", "oga", "opus", "mp3"];
+const AUDIO_EXT: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
 
 fn audio_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
