@@ -546,7 +546,141 @@ pub struct Reloader {
     /// Set to request a reload.
     pub requested: Arc<AtomicBool>,
     /// Loads and validates the new settings.
-    pub load: Box<dyn Fn() -> Result<PostprocessConfig, String> + Send>,
+    pub load: Box<dyn Fn() -> Result<Reloaded, String> + Send>,
+}
+
+/// A validated new config, as [`Reloader::load`] returns it.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The model's post-processing with the new per-class overrides.
+    pub postprocess: PostprocessConfig,
+    /// The new sinks; only those that differ from the running ones restart.
+    pub sinks: SinkSpec,
+}
+
+/// The sinks of a run. On reload only the sinks whose settings changed restart
+/// (a socket's clients then reconnect); the audio stream is never touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// Unix socket path and limits.
+    pub socket: Option<(PathBuf, SocketOptions)>,
+    /// Print lines to stdout.
+    pub stdout: bool,
+    /// MQTT / Home Assistant.
+    pub mqtt: Option<crate::events::mqtt::MqttConfig>,
+    /// Web page and metrics.
+    pub http: Option<HttpOptions>,
+}
+
+impl SinkSpec {
+    /// Whether per-frame scores have a consumer.
+    fn wants_scores(&self) -> bool {
+        self.socket.is_some() || self.http.is_some()
+    }
+}
+
+/// The kinds of sink, by [`Sink::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkKind {
+    Socket,
+    Stdout,
+    Mqtt,
+    Http,
+}
+
+impl SinkKind {
+    const ALL: [SinkKind; 4] = [
+        SinkKind::Socket,
+        SinkKind::Http,
+        SinkKind::Stdout,
+        SinkKind::Mqtt,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            SinkKind::Socket => "socket",
+            SinkKind::Stdout => "stdout",
+            SinkKind::Mqtt => "mqtt",
+            SinkKind::Http => "http",
+        }
+    }
+
+    fn changed(self, a: &SinkSpec, b: &SinkSpec) -> bool {
+        match self {
+            SinkKind::Socket => a.socket != b.socket,
+            SinkKind::Stdout => a.stdout != b.stdout,
+            SinkKind::Mqtt => a.mqtt != b.mqtt,
+            SinkKind::Http => a.http != b.http,
+        }
+    }
+}
+
+/// Shared handle on the current socket sink's counters (for `/metrics`).
+type SocketSlot = Arc<std::sync::Mutex<Option<Arc<SocketStats>>>>;
+
+/// Builds sinks, at start and on reload.
+struct SinkFactory {
+    hello: Arc<crate::events::protocol::Outgoing>,
+    labels: Vec<String>,
+    model_name: String,
+    metrics: Arc<Metrics>,
+    page_every: usize,
+    socket_slot: SocketSlot,
+}
+
+impl SinkFactory {
+    /// The sink of `kind` that `spec` asks for, if any.
+    fn make(
+        &self,
+        kind: SinkKind,
+        spec: &SinkSpec,
+        pp: &PostprocessConfig,
+    ) -> Result<Option<Box<dyn Sink>>, PipelineError> {
+        Ok(match kind {
+            SinkKind::Socket => match &spec.socket {
+                Some((path, so)) => {
+                    let sink =
+                        SocketSink::bind(path, self.hello.clone(), self.labels.clone(), *so)?;
+                    if let Ok(mut g) = self.socket_slot.lock() {
+                        *g = Some(sink.stats());
+                    }
+                    Some(Box::new(sink))
+                }
+                None => {
+                    if let Ok(mut g) = self.socket_slot.lock() {
+                        *g = None;
+                    }
+                    None
+                }
+            },
+            SinkKind::Http => match &spec.http {
+                Some(h) => Some(Box::new(HttpSink::start(
+                    HttpOptions {
+                        scores_every: self.page_every,
+                        ..*h
+                    },
+                    self.hello.clone(),
+                    self.metrics.clone(),
+                )?)),
+                None => None,
+            },
+            SinkKind::Stdout => match spec.stdout {
+                true => Some(Box::new(StdoutSink::start(4096, false)?)),
+                false => None,
+            },
+            SinkKind::Mqtt => match &spec.mqtt {
+                Some(m) => {
+                    let enabled = pp.resolve(&self.labels)?.into_iter().map(|p| p.enabled);
+                    let labels: Vec<(String, bool)> =
+                        self.labels.iter().cloned().zip(enabled).collect();
+                    Some(Box::new(
+                        MqttSink::start(m, &self.model_name, &labels).map_err(EventsError::from)?,
+                    ))
+                }
+                None => None,
+            },
+        })
+    }
 }
 
 /// What a finished live run did.
@@ -568,8 +702,9 @@ pub struct RunSummary {
 struct LiveOutputs {
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
-    /// The socket sink's counters (connected clients), when serving a socket.
-    socket: Option<Arc<SocketStats>>,
+    /// The socket sink's counters (connected clients), when serving a socket; a
+    /// reload may replace the sink.
+    socket: SocketSlot,
     /// Frames averaged into one spectrogram column for the page; 0: no columns.
     mel_every: usize,
     /// Mel bands per frame.
@@ -669,35 +804,30 @@ pub fn run_with_source(
         classes: labels.clone(),
         source: describe.clone(),
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut socket_stats = None;
-    if let Some((path, so)) = &opts.socket {
-        let sink = SocketSink::bind(path, hello.to_outgoing(), labels.clone(), *so)?;
-        socket_stats = Some(sink.stats());
-        sinks.push(Box::new(sink));
-    }
     // Spectrogram columns and page scores: about MEL_COLUMNS_PER_S per second.
     let page_every = ((meta.features.frame_rate() / MEL_COLUMNS_PER_S).round() as usize).max(1);
-    if let Some(h) = &opts.http {
-        sinks.push(Box::new(HttpSink::start(
-            HttpOptions {
-                scores_every: page_every,
-                ..*h
-            },
-            hello.to_outgoing(),
-            metrics.clone(),
-        )?));
+    let socket_slot: SocketSlot = Arc::new(std::sync::Mutex::new(None));
+    let factory = Arc::new(SinkFactory {
+        hello: hello.to_outgoing(),
+        labels: labels.clone(),
+        model_name: meta.name.clone(),
+        metrics: metrics.clone(),
+        page_every,
+        socket_slot: socket_slot.clone(),
+    });
+    let mut spec = SinkSpec {
+        socket: opts.socket.clone(),
+        stdout: opts.stdout,
+        mqtt: opts.mqtt.clone(),
+        http: opts.http,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for kind in SinkKind::ALL {
+        if let Some(sink) = factory.make(kind, &spec, pp)? {
+            sinks.push(sink);
+        }
     }
-    if opts.stdout {
-        sinks.push(Box::new(StdoutSink::start(4096, false)?));
-    }
-    if let Some(m) = &opts.mqtt {
-        let enabled = pp.resolve(&labels)?.into_iter().map(|p| p.enabled);
-        let mqtt_labels: Vec<(String, bool)> = labels.iter().cloned().zip(enabled).collect();
-        let sink = MqttSink::start(m, &meta.name, &mqtt_labels).map_err(EventsError::from)?;
-        sinks.push(Box::new(sink));
-    }
-    let publish_scores = opts.socket.is_some() || opts.http.is_some();
+    let publish_scores = Arc::new(AtomicBool::new(spec.wants_scores()));
     let (hub, hub_tx) = Hub::start(labels.clone(), sinks, 4096)?;
     hub_tx.send(Message::Status(Status {
         state: StreamState::Running,
@@ -714,7 +844,7 @@ pub fn run_with_source(
     let fps = meta.features.frame_rate();
     let live_out = LiveOutputs {
         metrics,
-        socket: socket_stats,
+        socket: socket_slot,
         mel_every: if opts.http.is_some() { page_every } else { 0 },
         n_mels: meta.features.n_mels,
     };
@@ -758,6 +888,7 @@ pub fn run_with_source(
     let (ctrl_tx, ctrl_rx) = bounded::<PostprocessConfig>(1);
     let progress = Arc::new(AtomicU64::new(0));
     let model_thread = {
+        let publish_scores2 = publish_scores.clone();
         let progress = progress.clone();
         let hub_tx = hub_tx.clone();
         let counters = counters.clone();
@@ -775,7 +906,7 @@ pub fn run_with_source(
                     &counters,
                     &dropped_frames,
                     fps,
-                    publish_scores,
+                    &publish_scores2,
                     status_interval,
                     &live_out,
                 );
@@ -784,7 +915,6 @@ pub fn run_with_source(
             })
             .map_err(|_| PipelineError::Thread("hark-model".into()))?
     };
-    drop(hub_tx);
 
     // Wait for the end of the stream or a stop request; keep systemd informed.
     let mut service = ServiceNotifier::from_env();
@@ -792,8 +922,29 @@ pub fn run_with_source(
         if let Some(r) = &reload {
             if r.requested.swap(false, Ordering::Relaxed) {
                 match (r.load)() {
-                    Ok(pp) => {
-                        if ctrl_tx.send_timeout(pp, Duration::from_secs(1)).is_err() {
+                    Ok(new) => {
+                        for kind in SinkKind::ALL {
+                            if kind.changed(&spec, &new.sinks) {
+                                tracing::info!(
+                                    sink = kind.name(),
+                                    "restarting sink with new settings"
+                                );
+                                let (f, s2, pp2) =
+                                    (factory.clone(), new.sinks.clone(), new.postprocess.clone());
+                                hub_tx.replace_sink(
+                                    kind.name(),
+                                    Box::new(move || {
+                                        f.make(kind, &s2, &pp2).map_err(|e| e.to_string())
+                                    }),
+                                );
+                            }
+                        }
+                        publish_scores.store(new.sinks.wants_scores(), Ordering::Relaxed);
+                        spec = new.sinks;
+                        if ctrl_tx
+                            .send_timeout(new.postprocess, Duration::from_secs(1))
+                            .is_err()
+                        {
                             tracing::warn!("config reload dropped: the model thread is busy");
                         }
                     }
@@ -834,6 +985,7 @@ pub fn run_with_source(
         }
     };
     service.stopping();
+    drop(hub_tx);
     drop(tx);
     let _ = model_thread.join();
     hub.join();
@@ -1093,7 +1245,7 @@ fn model_loop(
     counters: &SourceCounters,
     dropped_frames: &AtomicU64,
     fps: f64,
-    publish_scores: bool,
+    publish_scores: &AtomicBool,
     status_interval: Duration,
     live: &LiveOutputs,
 ) -> Result<RunSummary, PipelineError> {
@@ -1178,7 +1330,7 @@ fn model_loop(
                 let mut on = |o: StageOutput<'_>| match o {
                     StageOutput::Scores { frame, scores } => {
                         metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
-                        if publish_scores {
+                        if publish_scores.load(Ordering::Relaxed) {
                             hub.send(Message::Scores {
                                 t: frame as f64 / fps,
                                 scores: scores.to_vec(),
@@ -1205,7 +1357,7 @@ fn model_loop(
                 );
                 update_metrics(
                     metrics,
-                    live.socket.as_deref(),
+                    live.socket.lock().ok().and_then(|g| g.clone()).as_deref(),
                     &stage,
                     counters,
                     dropped_frames,
@@ -1267,7 +1419,7 @@ fn model_loop(
                     StageOutput::Scores { frame, scores } => {
                         metrics.frames_processed.fetch_add(1, Ordering::Relaxed);
                         // The tail's scores, too (subscribers saw none before).
-                        if publish_scores {
+                        if publish_scores.load(Ordering::Relaxed) {
                             hub.send(Message::Scores {
                                 t: frame as f64 / fps,
                                 scores: scores.to_vec(),
@@ -1325,7 +1477,7 @@ fn model_loop(
     };
     update_metrics(
         metrics,
-        live.socket.as_deref(),
+        live.socket.lock().ok().and_then(|g| g.clone()).as_deref(),
         &stage,
         counters,
         dropped_frames,

@@ -470,3 +470,55 @@ fn energy_gate_skips_inference_and_loud_marks_sound_above_a_level() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("pipeline.loud_dbfs"), "{}", stderr(&o));
 }
+
+#[test]
+fn sighup_starts_and_stops_sinks_without_dropping_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_model(dir.path());
+    let cfg = dir.path().join("hark.toml");
+    let sock = dir.path().join("late.sock");
+    std::fs::write(&cfg, "").unwrap();
+    let child = hark()
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            clip().to_str().unwrap(),
+            "--realtime",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // Add a socket: it appears and serves, while the stream keeps running.
+    std::fs::write(&cfg, format!("[socket]\npath = \"{}\"\n", sock.display())).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut r = BufReader::new(connect(&sock));
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"hello\""), "{line}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Remove it again: the socket goes away, the client sees EOF.
+    std::fs::write(&cfg, "").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    let t0 = Instant::now();
+    while sock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "socket not removed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("restarting sink"), "{}", stderr(&o));
+    // The stream was never interrupted: stdout saw the whole clip and balanced events.
+    let lines = json_lines(&stdout(&o));
+    spans_of(&lines);
+    let last = lines.last().unwrap();
+    assert_eq!(last["state"], "ended");
+    assert!((last["t"].as_f64().unwrap() - 5.24).abs() < 1e-9, "{last}");
+}

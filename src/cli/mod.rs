@@ -276,6 +276,81 @@ fn run(a: RunArgs) -> Result<()> {
             bail!("--duration {d}: expected a positive number of seconds");
         }
     }
+    let sinks = sink_spec(&a, &cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .context("installing signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+    }
+    let opts = RunOptions {
+        input,
+        realtime: a.realtime || cfg.source.realtime,
+        ring_seconds: cfg.source.ring_seconds,
+        duration_s: a.duration,
+        socket: sinks.socket,
+        stdout: sinks.stdout,
+        mqtt: sinks.mqtt,
+        http: sinks.http,
+        queue_seconds: cfg.pipeline.queue_seconds,
+        status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
+        hop_frames: cfg.model.hop_frames,
+        energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
+        loud_dbfs: cfg.pipeline.loud_dbfs,
+        stall_timeout: Duration::from_secs_f32(cfg.source.stall_timeout_s),
+    };
+    // SIGHUP re-reads the config file: per-class settings and sinks change without
+    // touching the audio stream (flags given on the command line still win).
+    let reload = match cfg_path.clone() {
+        Some(path) => {
+            let requested = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, requested.clone())
+                .context("installing SIGHUP handler")?;
+            let meta = model.meta().clone();
+            let started_with = cfg.clone();
+            // Whether lines go to stdout is decided once, at start.
+            let stdout = opts.stdout;
+            Some(pipeline::Reloader {
+                requested,
+                load: Box::new(move || {
+                    let new = Config::load(&path).map_err(|e| e.to_string())?;
+                    new.check_against(&path, &meta).map_err(|e| e.to_string())?;
+                    let mut sinks = sink_spec(&a, &new).map_err(|e| format!("{e:#}"))?;
+                    sinks.stdout = stdout;
+                    if new.source != started_with.source
+                        || new.model != started_with.model
+                        || new.pipeline != started_with.pipeline
+                    {
+                        tracing::warn!(
+                            "[source], [model] and [pipeline] changes need a restart; \
+                             [classes] and the sinks were reloaded"
+                        );
+                    }
+                    tracing::info!(config = %path.display(), "reloading config");
+                    Ok(pipeline::Reloaded {
+                        postprocess: new.postprocess(&meta.postprocess),
+                        sinks,
+                    })
+                }),
+            })
+        }
+        None => None,
+    };
+    let summary = pipeline::run(model, &pp, opts, stop, reload)?;
+    tracing::info!(
+        audio_s = summary.audio_s,
+        events = summary.events,
+        windows = summary.windows,
+        dropped_samples = summary.dropped_samples,
+        dropped_frames = summary.dropped_frames,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// The sinks of `hark run`: flags first, then the config file.
+fn sink_spec(a: &RunArgs, cfg: &Config) -> Result<pipeline::SinkSpec> {
     let socket = a.socket.clone().or(cfg.socket.path.clone()).map(|p| {
         (
             p,
@@ -295,70 +370,12 @@ fn run(a: RunArgs) -> Result<()> {
         }),
         None => None,
     };
-    let stdout = a.stdout || socket.is_none();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
-            .context("installing signal handler")?;
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
-    }
-    let opts = RunOptions {
-        input,
-        realtime: a.realtime || cfg.source.realtime,
-        ring_seconds: cfg.source.ring_seconds,
-        duration_s: a.duration,
+    Ok(pipeline::SinkSpec {
+        stdout: a.stdout || socket.is_none(),
         socket,
-        stdout,
         mqtt: cfg.mqtt.clone(),
         http,
-        queue_seconds: cfg.pipeline.queue_seconds,
-        status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
-        hop_frames: cfg.model.hop_frames,
-        energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
-        loud_dbfs: cfg.pipeline.loud_dbfs,
-        stall_timeout: Duration::from_secs_f32(cfg.source.stall_timeout_s),
-    };
-    // SIGHUP re-reads the config file (thresholds, per-class settings).
-    let reload = match cfg_path.clone() {
-        Some(path) => {
-            let requested = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal_hook::consts::SIGHUP, requested.clone())
-                .context("installing SIGHUP handler")?;
-            let meta = model.meta().clone();
-            let started_with = cfg.clone();
-            Some(pipeline::Reloader {
-                requested,
-                load: Box::new(move || {
-                    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
-                    cfg.check_against(&path, &meta).map_err(|e| e.to_string())?;
-                    let same_rest = Config {
-                        classes: started_with.classes.clone(),
-                        ..cfg.clone()
-                    } == started_with;
-                    if !same_rest {
-                        tracing::warn!(
-                            "only [classes] settings change on reload; restart hark for \
-                             changes to [source], [model], [socket] or [pipeline]"
-                        );
-                    }
-                    tracing::info!(config = %path.display(), "reloading config");
-                    Ok(cfg.postprocess(&meta.postprocess))
-                }),
-            })
-        }
-        None => None,
-    };
-    let summary = pipeline::run(model, &pp, opts, stop, reload)?;
-    tracing::info!(
-        audio_s = summary.audio_s,
-        events = summary.events,
-        windows = summary.windows,
-        dropped_samples = summary.dropped_samples,
-        dropped_frames = summary.dropped_frames,
-        "stopped"
-    );
-    Ok(())
+    })
 }
 
 /// Rounds seconds to microseconds for text output.

@@ -20,8 +20,16 @@ pub trait Sink: Send {
     fn close(self: Box<Self>);
 }
 
+/// Builds a replacement sink (or none) on the hub thread, after the old one closed.
+pub type MakeSink = Box<dyn FnOnce() -> Result<Option<Box<dyn Sink>>, String> + Send>;
+
 enum HubMsg {
     Message(Message),
+    /// Close the sink named `name` (if any), then add what `make` builds.
+    Replace {
+        name: &'static str,
+        make: MakeSink,
+    },
     Shutdown,
 }
 
@@ -36,6 +44,13 @@ impl HubHandle {
     /// Queues a message for every sink. Returns `false` if the hub has stopped.
     pub fn send(&self, m: Message) -> bool {
         self.tx.send(HubMsg::Message(m)).is_ok()
+    }
+
+    /// Replaces the sink named `name` (config reload): the hub closes the old one
+    /// first (so a socket path is free again), then adds what `make` builds. A
+    /// failure is logged and leaves that sink off.
+    pub fn replace_sink(&self, name: &'static str, make: MakeSink) {
+        let _ = self.tx.send(HubMsg::Replace { name, make });
     }
 
     /// Asks the hub to deliver what it has, close every sink and stop.
@@ -94,11 +109,31 @@ impl Hub {
 fn run(
     rx: Receiver<HubMsg>,
     classes: Vec<String>,
-    sinks: Vec<Box<dyn Sink>>,
+    mut sinks: Vec<Box<dyn Sink>>,
     dropped: Arc<AtomicU64>,
 ) {
     let mut warned_at: Option<std::time::Instant> = None;
-    while let Ok(HubMsg::Message(m)) = rx.recv() {
+    loop {
+        let m = match rx.recv() {
+            Ok(HubMsg::Message(m)) => m,
+            Ok(HubMsg::Replace { name, make }) => {
+                let (old, keep): (Vec<_>, Vec<_>) =
+                    sinks.into_iter().partition(|s| s.name() == name);
+                sinks = keep;
+                for s in old {
+                    s.close();
+                }
+                match make() {
+                    Ok(Some(s)) => sinks.push(s),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(sink = name, error = %e, "cannot restart sink; it stays off")
+                    }
+                }
+                continue;
+            }
+            Ok(HubMsg::Shutdown) | Err(_) => break,
+        };
         let out = m.to_outgoing(&classes);
         for s in &sinks {
             if !s.offer(&out) {

@@ -27,7 +27,7 @@ use super::protocol::{error_line, Kind, Outgoing, Subscription, MAX_CLIENT_LINE}
 use super::EventsError;
 
 /// Limits of the socket sink.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SocketOptions {
     /// Lines queued per client before it counts as too slow and is disconnected.
     pub client_queue: usize,
