@@ -27,14 +27,15 @@
 //! A CRNN encoder is `[BatchNorm2d → Conv k×k → LeakyReLU → LP-pool?] × blocks →
 //! BiGRU` (the layers of the CDur CRNN); its output has `2 × gru_hidden` features.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::crnn::{CrnnBlock, PoolSize};
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, AdditiveAttention, BiGru, ConvBlock, LpPool2d,
+    interpolate_linear, linear_softmax_pool, AdditiveAttention, CrnnEncoder, EncoderBlock,
+    EncoderSpec,
 };
 use crate::model::ModelError;
 
@@ -55,14 +56,6 @@ impl EncoderConfig {
             .iter()
             .filter_map(|b| b.pool.map(|p| p.time))
             .product()
-    }
-
-    /// Mel bands left after the pools.
-    pub fn mels_out(&self, n_mels: usize) -> usize {
-        self.blocks
-            .iter()
-            .filter_map(|b| b.pool.map(|p| p.mel))
-            .fold(n_mels, |m, k| m.checked_div(k).unwrap_or(m))
     }
 
     /// Output feature size (`2 × gru_hidden`).
@@ -210,6 +203,24 @@ fn bad(field: String, value: String, expected: &str) -> std::result::Result<(), 
 }
 
 impl ContextAttentionConfig {
+    /// The shared encoder settings of one branch (`local` or `global`).
+    pub fn encoder_spec(&self, enc: &EncoderConfig) -> EncoderSpec {
+        EncoderSpec {
+            blocks: enc
+                .blocks
+                .iter()
+                .map(|b| EncoderBlock {
+                    channels: b.channels,
+                    pool: b.pool.map(|p| (p.time, p.mel)),
+                })
+                .collect(),
+            kernel: self.kernel,
+            leaky_slope: self.leaky_slope,
+            lp_p: self.lp_p,
+            gru_hidden: enc.gru_hidden,
+        }
+    }
+
     /// Checks every parameter for `n_mels` input bands and `n_classes` outputs.
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> std::result::Result<(), ModelError> {
         if n_classes == 0 {
@@ -291,53 +302,6 @@ impl ContextAttentionConfig {
     }
 }
 
-/// A CRNN encoder: conv blocks with LP pools, then a BiGRU. `(B, T, F)` → `(B, T', 2H)`.
-#[derive(Debug, Clone)]
-struct CrnnEncoder {
-    /// Conv blocks, each with its optional LP pool.
-    blocks: Vec<(ConvBlock, Option<LpPool2d>)>,
-    /// Recurrent part.
-    gru: BiGru,
-}
-
-impl CrnnEncoder {
-    /// Builds the encoder (parameters validated by the caller).
-    fn new(
-        cfg: &EncoderConfig,
-        arch: &ContextAttentionConfig,
-        n_mels: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let vbb = vb.pp("blocks");
-        let mut blocks = Vec::with_capacity(cfg.blocks.len());
-        let mut c_in = 1;
-        for (i, b) in cfg.blocks.iter().enumerate() {
-            let block = ConvBlock::new(c_in, b.channels, arch.kernel, arch.leaky_slope, vbb.pp(i))?;
-            blocks.push((
-                block,
-                b.pool.map(|p| LpPool2d::new(arch.lp_p, p.time, p.mel)),
-            ));
-            c_in = b.channels;
-        }
-        let gru = BiGru::new(c_in * cfg.mels_out(n_mels), cfg.gru_hidden, vb.pp("gru"))?;
-        Ok(Self { blocks, gru })
-    }
-
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let b = x.dim(0)?;
-        let mut h = x.unsqueeze(1)?;
-        for (block, pool) in &self.blocks {
-            h = block.forward_t(&h, train)?;
-            if let Some(pool) = pool {
-                h = pool.forward(&h)?;
-            }
-        }
-        let (_, c, tp, fp) = h.dims4()?;
-        let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
-        self.gru.forward(&h)
-    }
-}
-
 /// Start frames of the target segments of a `t`-frame window with segments of `l`
 /// frames: `min(i·l, t − l)` for `i < ⌈t/l⌉` (`l` is clamped to `1..=t`; an empty
 /// window has no segments).
@@ -384,8 +348,8 @@ impl ContextAttention {
         vb: VarBuilder,
     ) -> std::result::Result<Self, ModelError> {
         cfg.validate(n_mels, n_classes)?;
-        let local = CrnnEncoder::new(&cfg.local, cfg, n_mels, vb.pp("local"))?;
-        let global = CrnnEncoder::new(&cfg.global, cfg, n_mels, vb.pp("global"))?;
+        let local = CrnnEncoder::new(&cfg.encoder_spec(&cfg.local), n_mels, vb.pp("local"))?;
+        let global = CrnnEncoder::new(&cfg.encoder_spec(&cfg.global), n_mels, vb.pp("global"))?;
         let (dq, dk) = (cfg.local.out_dim(), cfg.global.out_dim());
         let attention = AdditiveAttention::new(dq, dk, cfg.att_dim, vb.pp("attention"))?;
         let fc1 = candle_nn::linear(dq + dk, cfg.fc_hidden, vb.pp("fc1"))?;

@@ -8,12 +8,14 @@
 //!   clip = clamp(Σp²/Σp over T')          frame → linear interpolation to T
 //! ```
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
-use crate::model::layers::{interpolate_linear, linear_softmax_pool, BiGru, ConvBlock, LpPool2d};
+use crate::model::layers::{
+    interpolate_linear, linear_softmax_pool, CrnnEncoder, EncoderBlock, EncoderSpec,
+};
 use crate::model::ModelError;
 
 /// Pooling window (= stride) of a block, in frames and mel bands.
@@ -79,6 +81,24 @@ impl Default for CrnnConfig {
 }
 
 impl CrnnConfig {
+    /// The encoder part of the CRNN (everything but the classifier).
+    pub fn encoder_spec(&self) -> EncoderSpec {
+        EncoderSpec {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| EncoderBlock {
+                    channels: b.channels,
+                    pool: b.pool.map(|p| (p.time, p.mel)),
+                })
+                .collect(),
+            kernel: self.kernel,
+            leaky_slope: self.leaky_slope,
+            lp_p: self.lp_p,
+            gru_hidden: self.gru_hidden,
+        }
+    }
+
     /// Checks every parameter for `n_mels` input bands and `n_classes` outputs; the
     /// mel axis must survive the pools (e.g. 64 mels / 4 / 4 / 4 = 1).
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> std::result::Result<(), ModelError> {
@@ -204,10 +224,8 @@ impl CrnnConfig {
 /// `blocks.{i}.conv.weight`, `gru.{fwd,bwd}.{weight_ih_l0,…}`, `out.{weight,bias}`.
 #[derive(Debug, Clone)]
 pub struct Crnn {
-    /// Conv blocks, each with its optional LP pool.
-    blocks: Vec<(ConvBlock, Option<LpPool2d>)>,
-    /// Recurrent part.
-    gru: BiGru,
+    /// Conv blocks with LP pools, then the BiGRU.
+    encoder: CrnnEncoder,
     /// Frame classifier (logits).
     out: Linear,
     /// Input mel bands.
@@ -225,21 +243,10 @@ impl Crnn {
         vb: VarBuilder,
     ) -> std::result::Result<Self, ModelError> {
         cfg.validate(n_mels, n_classes)?;
-        let mut blocks = Vec::with_capacity(cfg.blocks.len());
-        let mut c_in = 1;
-        let vbb = vb.pp("blocks");
-        for (i, b) in cfg.blocks.iter().enumerate() {
-            let block = ConvBlock::new(c_in, b.channels, cfg.kernel, cfg.leaky_slope, vbb.pp(i))?;
-            let pool = b.pool.map(|p| LpPool2d::new(cfg.lp_p, p.time, p.mel));
-            blocks.push((block, pool));
-            c_in = b.channels;
-        }
-        let gru_in = c_in * cfg.mels_out(n_mels);
-        let gru = BiGru::new(gru_in, cfg.gru_hidden, vb.pp("gru"))?;
-        let out = candle_nn::linear(gru.out_dim(), n_classes, vb.pp("out"))?;
+        let encoder = CrnnEncoder::new(&cfg.encoder_spec(), n_mels, vb.clone())?;
+        let out = candle_nn::linear(encoder.out_dim(), n_classes, vb.pp("out"))?;
         Ok(Self {
-            blocks,
-            gru,
+            encoder,
             out,
             n_mels,
             min_frames: cfg.min_frames(),
@@ -249,7 +256,7 @@ impl Crnn {
 
 impl SedNet for Crnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let (b, t, f) = x.dims3()?;
+        let (_, t, f) = x.dims3()?;
         if f != self.n_mels || t < self.min_frames {
             candle_core::bail!(
                 "CRNN input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
@@ -257,16 +264,7 @@ impl SedNet for Crnn {
                 self.min_frames
             );
         }
-        let mut h = x.unsqueeze(1)?; // (B, 1, T, F)
-        for (block, pool) in &self.blocks {
-            h = block.forward_t(&h, train)?;
-            if let Some(pool) = pool {
-                h = pool.forward(&h)?;
-            }
-        }
-        let (_, c, tp, fp) = h.dims4()?;
-        let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
-        let h = self.gru.forward(&h)?;
+        let h = self.encoder.forward_t(x, train)?;
         let frame = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?.clamp(1e-7, 1.0)?;
         let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
         let frame = interpolate_linear(&frame, 1, t)?;

@@ -12,6 +12,7 @@ pub mod atp;
 pub mod batch_norm;
 pub mod context_attention;
 pub mod conv;
+pub mod crnn_encoder;
 pub mod decoder;
 #[cfg(test)]
 pub(crate) mod gradcheck;
@@ -29,6 +30,7 @@ pub use atp::{AtpHead, AtpOutput};
 pub use batch_norm::BatchNorm;
 pub use context_attention::{AdditiveAttention, AttentionOutput};
 pub use conv::{Conv2d, Conv2dGeometry, Conv2dSame, ConvBlock, ConvBnRelu};
+pub use crnn_encoder::{CrnnEncoder, EncoderBlock, EncoderSpec};
 pub use decoder::ConvDecoder;
 pub use gru::{BiGru, Gru};
 pub use heads::{AttentionPool, ClipPooling, FrequencyAttention, TwoStepAttentionPool};
