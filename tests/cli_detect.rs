@@ -198,3 +198,56 @@ fn config_overrides_apply_and_bad_configs_are_named() {
         assert!(e.contains(needle) && e.contains("hark.toml"), "{text}: {e}");
     }
 }
+
+#[test]
+fn model_init_builds_every_architecture_and_rejects_bad_arch_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in [
+        "crnn",
+        "amn",
+        "atp_sedb",
+        "context_attention",
+        "two_step_ae",
+    ] {
+        let out = dir.path().join(format!("{arch}.safetensors"));
+        let o = run(&[
+            "model",
+            "init",
+            out.to_str().unwrap(),
+            "--classes",
+            "a,b",
+            "--arch",
+            &format!("{{\"name\":\"{arch}\"}}"),
+        ]);
+        assert!(o.status.success(), "{arch}: {}", stderr(&o));
+        let info = run(&["model", "info", out.to_str().unwrap()]);
+        assert!(stdout(&info).contains("UNTRAINED") || stdout(&info).contains("untrained"));
+        assert!(stdout(&info).contains(arch), "{}", stdout(&info));
+    }
+    for (bad, needle) in [
+        ("{\"name\":\"resnet\"}", "resnet"),
+        ("{\"name\":\"crnn\",\"gru_hiden\":3}", "gru_hiden"),
+        ("not json", "--arch"),
+    ] {
+        let o = run(&[
+            "model",
+            "init",
+            dir.path().join("x.safetensors").to_str().unwrap(),
+            "--classes",
+            "a",
+            "--arch",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(stderr(&o).contains(needle), "{bad}: {}", stderr(&o));
+    }
+    let o = run(&[
+        "model",
+        "init",
+        dir.path().join("y.safetensors").to_str().unwrap(),
+        "--classes",
+        "a,a",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("twice"));
+}

@@ -82,6 +82,10 @@ pub struct InitArgs {
     /// Class labels, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub classes: Vec<String>,
+    /// Architecture and parameters as JSON, e.g. `{"name":"amn","tau":0.5}`
+    /// (crnn, amn, two_step_ae, atp_sedb, context_attention; defaults: the papers' sizes).
+    #[arg(long, default_value = r#"{"name":"crnn"}"#)]
+    pub arch: String,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -559,7 +563,7 @@ fn model_init(a: InitArgs) -> Result<()> {
     use hark::detect::postprocess::PostprocessConfig;
     use hark::detect::streaming::StreamingConfig;
     use hark::features::FeatureConfig;
-    use hark::model::arch::{ArchConfig, CrnnConfig};
+    use hark::model::arch::ArchConfig;
     use hark::model::meta::{ModelMeta, FORMAT_VERSION};
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = a.classes.iter().find(|c| !seen.insert(c.as_str())) {
@@ -568,10 +572,16 @@ fn model_init(a: InitArgs) -> Result<()> {
     if let Some(bad) = a.classes.iter().find(|c| c.trim().is_empty()) {
         bail!("--classes: empty label {bad:?}");
     }
+    let arch: ArchConfig = serde_json::from_str(&a.arch).with_context(|| {
+        format!(
+            "--arch {}: expected JSON like {{\"name\":\"crnn\"}}",
+            a.arch
+        )
+    })?;
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
-        name: format!("untrained-crnn-seed{}", a.seed),
-        arch: ArchConfig::Crnn(CrnnConfig::default()),
+        name: format!("untrained-{}-seed{}", arch.name(), a.seed),
+        arch,
         features: FeatureConfig::default(),
         classes: a.classes.clone(),
         postprocess: PostprocessConfig::default(),
