@@ -5,10 +5,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod golden_util;
+use golden_util::{golden_dir, max_abs_diff, tensor_diff};
 
-use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use hark::detect::postprocess::PostprocessConfig;
 use hark::detect::streaming::{StreamingConfig, StreamingRunner};
@@ -19,28 +21,6 @@ use hark::model::arch::{
 use hark::model::layers::Upsample;
 use hark::model::meta::FORMAT_VERSION;
 use hark::model::{Model, ModelMeta, Scorer};
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/model")
-}
-
-/// Largest absolute difference between two tensors of the same shape.
-fn tensor_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.max_all())
-        .and_then(|d| d.to_scalar::<f32>())
-        .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// Compares the model file's eval-mode outputs with the twin's, batch and streaming
 /// (`Scorer`, batch 1) paths.

@@ -2,10 +2,12 @@
 //! end: PyTorch golden outputs (all heads), the model file, the streaming runner,
 //! `hark model info`, and the parameter counts of the default sizes.
 
-use std::path::{Path, PathBuf};
+mod golden_util;
+use golden_util::{golden_dir, max_abs_diff, tensor_diff};
+
 use std::process::Command;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use hark::detect::postprocess::PostprocessConfig;
 use hark::detect::streaming::{StreamingConfig, StreamingRunner};
 use hark::features::FeatureConfig;
@@ -14,28 +16,6 @@ use hark::model::arch::{
 };
 use hark::model::meta::FORMAT_VERSION;
 use hark::model::{Model, ModelMeta, Scorer};
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden/model")
-}
-
-/// Largest absolute difference between two tensors of the same shape.
-fn tensor_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.max_all())
-        .and_then(|d| d.to_scalar::<f32>())
-        .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// Loads golden model `stem` and checks every output named in `outputs` against the
 /// twin's for each input length, and the batch-1 `Scorer` path against the frames.
