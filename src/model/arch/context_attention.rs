@@ -31,7 +31,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::crnn::{CrnnBlock, PoolSize};
+use super::crnn::{validate_blocks, CrnnBlock, PoolSize};
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
     interpolate_linear, linear_softmax_pool, AdditiveAttention, CrnnEncoder, EncoderBlock,
@@ -65,13 +65,6 @@ impl EncoderConfig {
 
     /// Checks the encoder named `name` for `n_mels` bands.
     fn validate(&self, name: &str, n_mels: usize) -> std::result::Result<(), ModelError> {
-        if self.blocks.is_empty() || self.blocks.len() > 32 {
-            return bad(
-                format!("{name}.blocks"),
-                format!("{} blocks", self.blocks.len()),
-                "1..=32 conv blocks",
-            );
-        }
         if self.gru_hidden == 0 || self.gru_hidden > 4096 {
             return bad(
                 format!("{name}.gru_hidden"),
@@ -79,35 +72,7 @@ impl EncoderConfig {
                 "1..=4096 units",
             );
         }
-        let mut mels = n_mels;
-        for (i, b) in self.blocks.iter().enumerate() {
-            if b.channels == 0 || b.channels > 4096 {
-                return bad(
-                    format!("{name}.blocks[{i}].channels"),
-                    b.channels.to_string(),
-                    "1..=4096 channels",
-                );
-            }
-            if let Some(p) = b.pool {
-                if p.time == 0 || p.time > 64 {
-                    return bad(
-                        format!("{name}.blocks[{i}].pool.time"),
-                        p.time.to_string(),
-                        "1..=64 frames",
-                    );
-                }
-                if p.mel == 0 || mels / p.mel == 0 {
-                    return bad(
-                        format!("{name}.blocks[{i}].pool.mel"),
-                        p.mel.to_string(),
-                        &format!(
-                            "1..={mels} (the {mels} mel bands left of features.n_mels = {n_mels} must not pool to 0)"
-                        ),
-                    );
-                }
-                mels /= p.mel;
-            }
-        }
+        validate_blocks(name, &self.blocks, n_mels)?;
         Ok(())
     }
 

@@ -109,13 +109,6 @@ impl CrnnConfig {
                 expected: expected.to_string(),
             })
         };
-        if self.blocks.is_empty() || self.blocks.len() > 32 {
-            return bad(
-                "crnn.blocks".into(),
-                format!("{} blocks", self.blocks.len()),
-                "1..=32 conv blocks",
-            );
-        }
         if self.kernel % 2 == 0 || self.kernel > 15 {
             return bad(
                 "crnn.kernel".into(),
@@ -147,35 +140,7 @@ impl CrnnConfig {
         if n_classes == 0 {
             return bad("classes".into(), "0 classes".into(), "at least one class");
         }
-        let mut mels = n_mels;
-        for (i, b) in self.blocks.iter().enumerate() {
-            if b.channels == 0 || b.channels > 4096 {
-                return bad(
-                    format!("crnn.blocks[{i}].channels"),
-                    b.channels.to_string(),
-                    "1..=4096 channels",
-                );
-            }
-            if let Some(p) = b.pool {
-                if p.time == 0 || p.time > 64 {
-                    return bad(
-                        format!("crnn.blocks[{i}].pool.time"),
-                        p.time.to_string(),
-                        "1..=64 frames",
-                    );
-                }
-                if p.mel == 0 || mels / p.mel == 0 {
-                    return bad(
-                        format!("crnn.blocks[{i}].pool.mel"),
-                        p.mel.to_string(),
-                        &format!(
-                            "1..={mels} (the {mels} mel bands left of features.n_mels = {n_mels} must not pool to 0)"
-                        ),
-                    );
-                }
-                mels /= p.mel;
-            }
-        }
+        validate_blocks("crnn", &self.blocks, n_mels)?;
         Ok(())
     }
 
@@ -218,6 +183,59 @@ impl CrnnConfig {
             .filter_map(|b| b.pool.map(|p| p.mel))
             .fold(n_mels, |m, k| m / k)
     }
+}
+
+/// Checks a stack of conv blocks for `n_mels` input bands: channel counts, pool
+/// sizes, and that the mel axis never pools to 0. Errors name `<prefix>.blocks[i]…`.
+pub(crate) fn validate_blocks(
+    prefix: &str,
+    blocks: &[CrnnBlock],
+    n_mels: usize,
+) -> std::result::Result<(), ModelError> {
+    let bad = |field: String, value: String, expected: String| {
+        Err(ModelError::InvalidArch {
+            field,
+            value,
+            expected,
+        })
+    };
+    if blocks.is_empty() || blocks.len() > 32 {
+        return bad(
+            format!("{prefix}.blocks"),
+            format!("{} blocks", blocks.len()),
+            "1..=32 conv blocks".into(),
+        );
+    }
+    let mut mels = n_mels;
+    for (i, b) in blocks.iter().enumerate() {
+        if b.channels == 0 || b.channels > 4096 {
+            return bad(
+                format!("{prefix}.blocks[{i}].channels"),
+                b.channels.to_string(),
+                "1..=4096 channels".into(),
+            );
+        }
+        if let Some(p) = b.pool {
+            if p.time == 0 || p.time > 64 {
+                return bad(
+                    format!("{prefix}.blocks[{i}].pool.time"),
+                    p.time.to_string(),
+                    "1..=64 frames".into(),
+                );
+            }
+            if p.mel == 0 || mels / p.mel == 0 {
+                return bad(
+                    format!("{prefix}.blocks[{i}].pool.mel"),
+                    p.mel.to_string(),
+                    format!(
+                        "1..={mels} (the {mels} mel bands left of features.n_mels = {n_mels} must not pool to 0)"
+                    ),
+                );
+            }
+            mels /= p.mel;
+        }
+    }
+    Ok(())
 }
 
 /// The CDur-style CRNN. Tensors: `blocks.{i}.bn.{weight,bias,running_mean,running_var}`,
