@@ -114,6 +114,7 @@ impl AmnConfig {
                 expected: expected.to_string(),
             })
         };
+        super::check_conv_params("amn", self.kernel, self.lp_p, self.leaky_slope)?;
         for (i, &c) in self.channels.iter().enumerate() {
             if c == 0 || c > 4096 {
                 return bad(
@@ -135,27 +136,6 @@ impl AmnConfig {
                 );
             }
             mels /= m;
-        }
-        if self.kernel % 2 == 0 || self.kernel > 15 {
-            return bad(
-                "amn.kernel".into(),
-                self.kernel.to_string(),
-                "an odd size 1..=15",
-            );
-        }
-        if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
-            return bad(
-                "amn.leaky_slope".into(),
-                self.leaky_slope.to_string(),
-                "a slope in 0..=1",
-            );
-        }
-        if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
-            return bad(
-                "amn.lp_p".into(),
-                self.lp_p.to_string(),
-                "a number in 1..=64",
-            );
         }
         if self.gru_hidden == 0 || self.gru_hidden > 4096 {
             return bad(

@@ -188,32 +188,17 @@ impl ContextAttentionConfig {
 
     /// Checks every parameter for `n_mels` input bands and `n_classes` outputs.
     pub fn validate(&self, n_mels: usize, n_classes: usize) -> std::result::Result<(), ModelError> {
+        super::check_conv_params(
+            "context_attention",
+            self.kernel,
+            self.lp_p,
+            self.leaky_slope,
+        )?;
         if n_classes == 0 {
             return bad("classes".into(), "0 classes".into(), "at least one class");
         }
         self.local.validate("context_attention.local", n_mels)?;
         self.global.validate("context_attention.global", n_mels)?;
-        if self.kernel % 2 == 0 || self.kernel > 15 {
-            return bad(
-                "context_attention.kernel".into(),
-                self.kernel.to_string(),
-                "an odd size 1..=15",
-            );
-        }
-        if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
-            return bad(
-                "context_attention.lp_p".into(),
-                self.lp_p.to_string(),
-                "a number in 1..=64",
-            );
-        }
-        if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
-            return bad(
-                "context_attention.leaky_slope".into(),
-                self.leaky_slope.to_string(),
-                "a slope in 0..=1",
-            );
-        }
         let local_min = self.local.min_frames();
         if self.segment_frames < local_min || self.segment_frames > 100_000 {
             return bad(

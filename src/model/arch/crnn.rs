@@ -109,27 +109,7 @@ impl CrnnConfig {
                 expected: expected.to_string(),
             })
         };
-        if self.kernel % 2 == 0 || self.kernel > 15 {
-            return bad(
-                "crnn.kernel".into(),
-                self.kernel.to_string(),
-                "an odd size 1..=15",
-            );
-        }
-        if !(self.lp_p.is_finite() && (1.0..=64.0).contains(&self.lp_p)) {
-            return bad(
-                "crnn.lp_p".into(),
-                self.lp_p.to_string(),
-                "a number in 1..=64",
-            );
-        }
-        if !(self.leaky_slope.is_finite() && (0.0..=1.0).contains(&self.leaky_slope)) {
-            return bad(
-                "crnn.leaky_slope".into(),
-                self.leaky_slope.to_string(),
-                "a slope in 0..=1",
-            );
-        }
+        super::check_conv_params("crnn", self.kernel, self.lp_p, self.leaky_slope)?;
         if self.gru_hidden == 0 || self.gru_hidden > 4096 {
             return bad(
                 "crnn.gru_hidden".into(),

@@ -95,6 +95,33 @@ impl ArchConfig {
     }
 }
 
+/// Checks the parameters every conv-recurrent architecture shares: an odd kernel
+/// size, the LP-pool exponent and the LeakyReLU slope; errors name `<prefix>.<field>`.
+pub(crate) fn check_conv_params(
+    prefix: &str,
+    kernel: usize,
+    lp_p: f64,
+    leaky_slope: f64,
+) -> Result<(), ModelError> {
+    let bad = |field: &str, value: String, expected: &str| {
+        Err(ModelError::InvalidArch {
+            field: format!("{prefix}.{field}"),
+            value,
+            expected: expected.to_string(),
+        })
+    };
+    if kernel % 2 == 0 || kernel > 15 {
+        return bad("kernel", kernel.to_string(), "an odd size 1..=15");
+    }
+    if !(lp_p.is_finite() && (1.0..=64.0).contains(&lp_p)) {
+        return bad("lp_p", lp_p.to_string(), "a number in 1..=64");
+    }
+    if !(leaky_slope.is_finite() && (0.0..=1.0).contains(&leaky_slope)) {
+        return bad("leaky_slope", leaky_slope.to_string(), "a slope in 0..=1");
+    }
+    Ok(())
+}
+
 /// Outputs of a SED network for a batch of `B` windows of `T` frames and `C` classes.
 #[derive(Debug, Clone)]
 pub struct SedOutput {
