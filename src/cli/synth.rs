@@ -22,6 +22,15 @@ fn range(s: &str) -> Result<(f64, f64), String> {
 pub struct SynthArgs {
     /// Output folder (gets audio/, strong.tsv, weak.tsv, summary.json).
     pub output: PathBuf,
+    /// A synthesis config (TOML; every field of the flags below and more: crop range,
+    /// sequences such as walking footsteps, room tone, band-limiting, a source hold-out).
+    /// Relative paths are resolved against its folder. Only `-n` and `--seed` may be
+    /// given beside it.
+    #[arg(long, value_name = "TOML", conflicts_with_all = [
+        "foreground", "manifest", "manifest_root", "map", "classes", "background",
+        "seconds", "rate", "events", "snr", "polyphony", "pitch", "stretch", "gain",
+        "max_event"])]
+    pub config: Option<PathBuf>,
     /// Foreground folder: one sub-folder of audio files per class.
     #[arg(long, value_name = "DIR")]
     pub foreground: Option<PathBuf>,
@@ -40,9 +49,9 @@ pub struct SynthArgs {
     /// Background folder (all audio files inside).
     #[arg(long, value_name = "DIR")]
     pub background: Option<PathBuf>,
-    /// Number of clips.
-    #[arg(short, long, default_value_t = 100)]
-    pub n: usize,
+    /// Number of clips [default: 100, or the config's `n_clips`].
+    #[arg(short, long)]
+    pub n: Option<usize>,
     /// Clip length, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
@@ -70,13 +79,69 @@ pub struct SynthArgs {
     /// Longest event, seconds.
     #[arg(long, default_value_t = 5.0)]
     pub max_event: f64,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed [default: 0, or the config's `seed`].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Reads a synthesis config; relative paths are resolved against its folder.
+fn from_file(path: &std::path::Path) -> Result<SynthConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read synth config {}: {e}", path.display()))?;
+    let mut cfg: SynthConfig = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("synth config {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for p in [
+        &mut cfg.foreground_dir,
+        &mut cfg.manifest,
+        &mut cfg.manifest_root,
+        &mut cfg.background_dir,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    Ok(cfg)
 }
 
 /// Runs `hark synth`.
 pub fn run(a: &SynthArgs) -> Result<()> {
+    let cfg = if let Some(path) = &a.config {
+        let mut cfg = from_file(path)?;
+        cfg.output_dir = a.output.clone();
+        if let Some(n) = a.n {
+            cfg.n_clips = n;
+        }
+        if let Some(seed) = a.seed {
+            cfg.seed = seed;
+        }
+        cfg
+    } else {
+        flags_config(a)?
+    };
+    let s = synthesize(&cfg)?;
+    eprintln!(
+        "wrote {} clips with {} events to {} ({:?}){}",
+        s.n_clips,
+        s.events.len(),
+        a.output.display(),
+        s.events_per_class,
+        if s.skipped_sources.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; skipped {} sources that cannot be decoded (listed in summary.json)",
+                s.skipped_sources.len()
+            )
+        }
+    );
+    Ok(())
+}
+
+fn flags_config(a: &SynthArgs) -> Result<SynthConfig> {
     let mut class_map = BTreeMap::new();
     for m in &a.map {
         let Some((from, to)) = m.split_once('=') else {
@@ -95,7 +160,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         classes: a.classes.clone(),
         background_dir: a.background.clone(),
         output_dir: a.output.clone(),
-        n_clips: a.n,
+        n_clips: a.n.unwrap_or(100),
         clip_seconds: a.seconds,
         sample_rate: a.rate,
         events: (a.events.0 as usize, a.events.1 as usize),
@@ -106,15 +171,8 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         gain_db: a.gain,
         max_event_seconds: a.max_event,
         background_db: -40.0,
-        seed: a.seed,
+        seed: a.seed.unwrap_or(0),
+        ..SynthConfig::default()
     };
-    let s = synthesize(&cfg)?;
-    eprintln!(
-        "wrote {} clips with {} events to {} ({:?})",
-        s.n_clips,
-        s.events.len(),
-        a.output.display(),
-        s.events_per_class
-    );
-    Ok(())
+    Ok(cfg)
 }

@@ -397,3 +397,47 @@ mod tests {
         assert!(y[0] <= 1.0 / 2f32.tanh() + 1e-6 && y[2] == 0.0);
     }
 }
+
+/// Low-passes `x` (at `rate` Hz) to `cutoff_hz` in place: an FFT of the whole signal
+/// with a raised-cosine roll-off over the last 10 % below the cutoff (band-limiting, as
+/// recordings made at lower sample rates are).
+pub fn low_pass(x: &mut [f32], rate: u32, cutoff_hz: f64) {
+    let n = x.len();
+    let nyquist = f64::from(rate) / 2.0;
+    if n < 2 || cutoff_hz >= nyquist {
+        return;
+    }
+    let mut planner = realfft::RealFftPlanner::<f32>::new();
+    let fwd = planner.plan_fft_forward(n);
+    let inv = planner.plan_fft_inverse(n);
+    let mut spec = fwd.make_output_vec();
+    let mut buf = x.to_vec();
+    if fwd.process(&mut buf, &mut spec).is_err() {
+        return;
+    }
+    let bin_hz = f64::from(rate) / n as f64;
+    let edge = 0.9 * cutoff_hz;
+    for (k, c) in spec.iter_mut().enumerate() {
+        let f = k as f64 * bin_hz;
+        let g = if f <= edge {
+            1.0
+        } else if f >= cutoff_hz {
+            0.0
+        } else {
+            0.5 * (1.0 + (std::f64::consts::PI * (f - edge) / (cutoff_hz - edge)).cos())
+        };
+        *c *= g as f32;
+    }
+    // The inverse needs real DC and Nyquist bins.
+    spec[0].im = 0.0;
+    if n % 2 == 0 {
+        if let Some(last) = spec.last_mut() {
+            last.im = 0.0;
+        }
+    }
+    if inv.process(&mut spec, x).is_err() {
+        return;
+    }
+    let s = 1.0 / n as f32;
+    x.iter_mut().for_each(|v| *v *= s);
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Rebuilds hark's default model from the Debian packages fetched by fetch.sh.
+#
+#   models/recipe/fetch.sh && models/recipe/build.sh
+#
+# Steps (each skipped when its output exists, so an interrupted build resumes):
+#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml) into $HARK_DATA
+#   2. training:    hark train train.toml (--resume continues an interrupted run)
+#   3. tuning:      hark tune on the validation soundscapes (per-class post-processing)
+#   4. evaluation:  hark detect + hark eval on the validation soundscapes → metrics
+# The model is written to models/hark-crnn-s11.safetensors; the checkpoints and
+# training log stay in $HARK_DATA/run. HARK=path/to/hark picks the binary
+# (default: target/release/hark, built with cargo build --release --locked).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${HARK_DATA:-$HOME/.cache/hark-data}
+hark=${HARK:-$repo/target/release/hark}
+name=hark-crnn-s11
+[[ -s "$cache/x/manifest.tsv" ]] || { echo "build.sh: run models/recipe/fetch.sh first ($cache/x/manifest.tsv is missing)" >&2; exit 1; }
+[[ -x "$hark" ]] || (cd "$repo" && cargo build --release --locked)
+
+mkdir -p "$cache/soundscapes" "$cache/run"
+for split in train validation; do
+  out="$cache/soundscapes/$split"
+  if [[ ! -s "$out/summary.json" ]]; then
+    sed "s|@DATA@|$cache|g" "$here/synth-$split.toml" > "$cache/synth-$split.toml"
+    rm -rf "$out"
+    "$hark" synth --config "$cache/synth-$split.toml" "$out"
+  fi
+done
+
+sed -e "s|@DATA@|$cache|g" "$here/train.toml" > "$cache/run/train.toml"
+run_model="$cache/run/$name.safetensors"
+resume=()
+[[ -e "$cache/run/$name.last.safetensors" ]] && resume=(--resume)
+"$hark" train "$cache/run/train.toml" "${resume[@]}" ${EPOCHS:+--epochs "$EPOCHS"}
+
+val="$cache/soundscapes/validation"
+"$hark" tune "$run_model" --audio "$val/audio" --strong "$val/strong.tsv"
+cp "$run_model" "$repo/models/$name.safetensors"
+rm -rf "$cache/run/scores"
+"$hark" detect -m "$repo/models/$name.safetensors" "$val"/audio/*.wav \
+  --scores "$cache/run/scores" -o "$cache/run/validation-detections.tsv"
+mkdir -p "$here/results"
+"$hark" eval --reference "$val/strong.tsv" --estimate "$cache/run/validation-detections.tsv" \
+  --scores "$cache/run/scores" --json > "$here/results/$name.validation.json"
+echo "build.sh: models/$name.safetensors written; metrics in models/recipe/results/$name.validation.json" >&2
