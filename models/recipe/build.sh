@@ -4,7 +4,8 @@
 #   models/recipe/fetch.sh && models/recipe/build.sh
 #
 # Steps (each skipped when its output exists, so an interrupted build resumes):
-#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml) into $HARK_DATA
+#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml) into $HARK_DATA,
+#      and the demo clip models/demo.wav (synth-demo.toml)
 #   2. training:    hark train train.toml (--resume continues an interrupted run)
 #   3. tuning:      hark tune on the validation soundscapes (per-class post-processing)
 #   4. evaluation:  hark detect + hark eval on the validation soundscapes → metrics
@@ -22,6 +23,14 @@ name=hark-crnn-s11
 [[ -x "$hark" ]] || (cd "$repo" && cargo build --release --locked)
 
 mkdir -p "$cache/soundscapes" "$cache/run"
+# The demo clip (models/demo.wav) and its reference labels (models/demo.tsv).
+if [[ ! -s "$repo/models/demo.wav" ]]; then
+  sed "s|@DATA@|$cache|g" "$here/synth-demo.toml" > "$cache/synth-demo.toml"
+  rm -rf "$cache/demo"
+  "$hark" synth --config "$cache/synth-demo.toml" "$cache/demo"
+  cp "$cache/demo/audio/soundscape_0000.wav" "$repo/models/demo.wav"
+  { head -n1 "$cache/demo/strong.tsv"; tail -n +2 "$cache/demo/strong.tsv" | sed 's/^soundscape_0000.wav/demo.wav/' | sort -t$'\t' -k2,2g; } > "$repo/models/demo.tsv"
+fi
 for split in train validation; do
   out="$cache/soundscapes/$split"
   if [[ ! -s "$out/summary.json" ]]; then

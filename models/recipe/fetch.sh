@@ -59,7 +59,8 @@ for p in "${pkgs[@]}"; do
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" "${members[@]}"
     for z in ${zips[$p]}; do
       # Audio only; later archives (patches) override earlier ones, as in the games.
-      unzip -q -o "$tmp/$z" '*.wav' '*.ogg' '*.opus' '*.WAV' '*.OGG' -d "$out" || [[ $? -eq 11 ]]
+      # (exit status 11: one of the patterns matched nothing in this archive)
+      unzip -qq -o "$tmp/$z" '*.wav' '*.ogg' '*.opus' '*.WAV' '*.OGG' -d "$out" 2>/dev/null || [[ $? -eq 11 ]]
     done
     rm -rf "$tmp"
   else

@@ -328,18 +328,81 @@ pub fn reverb(x: &[f32], rate: u32, rt60_s: f64, wet: f32, rng: &mut impl Rng) -
         })
         .collect();
     let e: f32 = ir.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-9);
-    let mut out = vec![0.0f32; x.len()];
-    // Sparse-ish direct convolution over every 4th tap keeps it cheap for short tails.
-    for (k, &h) in ir.iter().enumerate().step_by(4) {
-        let h = h / e * 2.0;
-        for i in k..x.len() {
-            out[i] += h * x[i - k];
-        }
-    }
+    let ir: Vec<f32> = ir.iter().map(|h| h / e).collect();
+    let out = fft_convolve(x, &ir);
     x.iter()
         .zip(&out)
         .map(|(d, w)| (1.0 - wet) * d + wet * w)
         .collect()
+}
+
+/// `x` convolved with `h`, truncated to `x.len()` samples (FFT convolution).
+pub fn fft_convolve(x: &[f32], h: &[f32]) -> Vec<f32> {
+    let n = (x.len() + h.len()).next_power_of_two();
+    let mut planner = realfft::RealFftPlanner::<f32>::new();
+    let fwd = planner.plan_fft_forward(n);
+    let inv = planner.plan_fft_inverse(n);
+    let mut a = vec![0.0f32; n];
+    a[..x.len()].copy_from_slice(x);
+    let mut b = vec![0.0f32; n];
+    b[..h.len()].copy_from_slice(h);
+    let mut fa = fwd.make_output_vec();
+    let mut fb = fwd.make_output_vec();
+    if fwd.process(&mut a, &mut fa).is_err() || fwd.process(&mut b, &mut fb).is_err() {
+        return x.to_vec();
+    }
+    fa.iter_mut().zip(&fb).for_each(|(p, q)| *p *= q);
+    if inv.process(&mut fa, &mut a).is_err() {
+        return x.to_vec();
+    }
+    let s = 1.0 / n as f32;
+    a.truncate(x.len());
+    a.iter_mut().for_each(|v| *v *= s);
+    a
+}
+
+/// Low-passes `x` (at `rate` Hz) to `cutoff_hz` in place: an FFT of the whole signal
+/// with a raised-cosine roll-off over the last 10 % below the cutoff (band-limiting, as
+/// recordings made at lower sample rates are).
+pub fn low_pass(x: &mut [f32], rate: u32, cutoff_hz: f64) {
+    let n = x.len();
+    let nyquist = f64::from(rate) / 2.0;
+    if n < 2 || cutoff_hz >= nyquist {
+        return;
+    }
+    let mut planner = realfft::RealFftPlanner::<f32>::new();
+    let fwd = planner.plan_fft_forward(n);
+    let inv = planner.plan_fft_inverse(n);
+    let mut spec = fwd.make_output_vec();
+    let mut buf = x.to_vec();
+    if fwd.process(&mut buf, &mut spec).is_err() {
+        return;
+    }
+    let bin_hz = f64::from(rate) / n as f64;
+    let edge = 0.9 * cutoff_hz;
+    for (k, c) in spec.iter_mut().enumerate() {
+        let f = k as f64 * bin_hz;
+        let g = if f <= edge {
+            1.0
+        } else if f >= cutoff_hz {
+            0.0
+        } else {
+            0.5 * (1.0 + (std::f64::consts::PI * (f - edge) / (cutoff_hz - edge)).cos())
+        };
+        *c *= g as f32;
+    }
+    // The inverse needs real DC and Nyquist bins.
+    spec[0].im = 0.0;
+    if n % 2 == 0 {
+        if let Some(last) = spec.last_mut() {
+            last.im = 0.0;
+        }
+    }
+    if inv.process(&mut spec, x).is_err() {
+        return;
+    }
+    let s = 1.0 / n as f32;
+    x.iter_mut().for_each(|v| *v *= s);
 }
 
 #[cfg(test)]
@@ -396,48 +459,20 @@ mod tests {
         clip_waveform(&mut y, 2.0);
         assert!(y[0] <= 1.0 / 2f32.tanh() + 1e-6 && y[2] == 0.0);
     }
-}
 
-/// Low-passes `x` (at `rate` Hz) to `cutoff_hz` in place: an FFT of the whole signal
-/// with a raised-cosine roll-off over the last 10 % below the cutoff (band-limiting, as
-/// recordings made at lower sample rates are).
-pub fn low_pass(x: &mut [f32], rate: u32, cutoff_hz: f64) {
-    let n = x.len();
-    let nyquist = f64::from(rate) / 2.0;
-    if n < 2 || cutoff_hz >= nyquist {
-        return;
-    }
-    let mut planner = realfft::RealFftPlanner::<f32>::new();
-    let fwd = planner.plan_fft_forward(n);
-    let inv = planner.plan_fft_inverse(n);
-    let mut spec = fwd.make_output_vec();
-    let mut buf = x.to_vec();
-    if fwd.process(&mut buf, &mut spec).is_err() {
-        return;
-    }
-    let bin_hz = f64::from(rate) / n as f64;
-    let edge = 0.9 * cutoff_hz;
-    for (k, c) in spec.iter_mut().enumerate() {
-        let f = k as f64 * bin_hz;
-        let g = if f <= edge {
-            1.0
-        } else if f >= cutoff_hz {
-            0.0
-        } else {
-            0.5 * (1.0 + (std::f64::consts::PI * (f - edge) / (cutoff_hz - edge)).cos())
-        };
-        *c *= g as f32;
-    }
-    // The inverse needs real DC and Nyquist bins.
-    spec[0].im = 0.0;
-    if n % 2 == 0 {
-        if let Some(last) = spec.last_mut() {
-            last.im = 0.0;
+    #[test]
+    fn fft_convolution_equals_direct_convolution() {
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let h: Vec<f32> = (0..77)
+            .map(|i| 0.9f32.powi(i) * if i % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let y = fft_convolve(&x, &h);
+        assert_eq!(y.len(), x.len());
+        for (i, v) in y.iter().enumerate() {
+            let d: f32 = (0..=i.min(h.len() - 1)).map(|k| h[k] * x[i - k]).sum();
+            assert!((v - d).abs() < 1e-4, "sample {i}: {v} vs {d}");
         }
     }
-    if inv.process(&mut spec, x).is_err() {
-        return;
-    }
-    let s = 1.0 / n as f32;
-    x.iter_mut().for_each(|v| *v *= s);
 }

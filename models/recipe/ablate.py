@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Runs the papers' ablations (ablations/variants.toml) on the default model's data.
+
+    HARK_DATA=~/.cache/hark-data models/recipe/ablate.py [--only GROUP] [--seeds 1,2] [--table]
+
+Every variant × seed is trained with `hark train` on the first `budget.train_clips`
+training soundscapes for `budget.epochs` epochs, then its best checkpoint is run with
+`hark detect` (the daemon's streaming windows and post-processing) on the validation
+soundscapes and scored with `hark eval`. A run whose result is already in
+results/ablations.jsonl is skipped, and an interrupted run resumes from its checkpoint,
+so the script can be stopped and started again at any time. `--table` only prints the
+markdown table of the results (mean ± spread over seeds).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+RESULTS = os.path.join(HERE, "results", "ablations.jsonl")
+CLASSES = ["speech", "scream", "laughter", "footsteps", "door", "gunshot", "explosion",
+           "engine", "bird", "water", "chime"]
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(v)
+
+
+def dump_toml(d):
+    """TOML for a dict of scalars and one level of tables (nested tables inline)."""
+    top = [f"{k} = {toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    out = "\n".join(top) + "\n"
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += f"\n[{k}]\n"
+            for kk, vv in v.items():
+                out += f"{kk} = {toml_value(vv)}\n"
+    return out
+
+
+def set_dotted(d, key, value):
+    *path, last = key.split(".")
+    for p in path:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
+def subset(src_dir, dst_dir, n, soft=False):
+    """The first n clips of a soundscape folder: weak/strong (and soft) label files."""
+    os.makedirs(dst_dir, exist_ok=True)
+    with open(os.path.join(src_dir, "weak.tsv")) as f:
+        lines = f.read().splitlines()
+    keep = {l.split("\t")[0] for l in lines[1:n + 1]}
+    for name in ("weak.tsv", "strong.tsv"):
+        with open(os.path.join(src_dir, name)) as f:
+            rows = f.read().splitlines()
+        with open(os.path.join(dst_dir, name), "w") as f:
+            f.write("\n".join([rows[0]] + [r for r in rows[1:] if r.split("\t")[0] in keep]) + "\n")
+    if soft:
+        write_soft(os.path.join(dst_dir, "strong.tsv"), os.path.join(dst_dir, "soft.tsv"))
+
+
+def write_soft(strong, soft, seg=1.0, clip_s=10.0):
+    """Soft labels at 1 s resolution (MAESTRO style): the fraction of each segment that
+    an event of the class covers."""
+    cover = {}
+    with open(strong) as f:
+        for r in f.read().splitlines()[1:]:
+            fn, on, off, lab = r.split("\t")
+            if not lab:
+                cover.setdefault(fn, {})
+                continue
+            c = cover.setdefault(fn, {}).setdefault(lab, [0.0] * int(clip_s / seg))
+            for k in range(len(c)):
+                a, b = k * seg, (k + 1) * seg
+                c[k] = min(1.0, c[k] + max(0.0, min(b, float(off)) - max(a, float(on))) / seg)
+    with open(soft, "w") as f:
+        f.write("filename\tonset\toffset\tevent_label\tsoft_label\n")
+        for fn, labs in cover.items():
+            for lab, c in labs.items():
+                for k, p in enumerate(c):
+                    if p > 0:
+                        f.write(f"{fn}\t{k * seg:.1f}\t{(k + 1) * seg:.1f}\t{lab}\t{p:.3f}\n")
+
+
+def run(cmd, log):
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit(f"ablate.py: `{' '.join(cmd)}` failed (exit {r.returncode}); see {log}")
+
+
+def done_runs():
+    if not os.path.exists(RESULTS):
+        return set()
+    with open(RESULTS) as f:
+        return {(j["name"], j["seed"]) for j in map(json.loads, f) if j}
+
+
+def metrics(report):
+    """The headline numbers of a `hark eval --json` report."""
+    ev, seg = report["event_based"], report["segment_based"]
+    out = {
+        "event_f1": ev["class_wise_average"]["f_measure"],
+        "segment_f1": seg["class_wise_average"]["f_measure"],
+    }
+    if "tagging" in report:
+        out["tagging_f1"] = report["tagging"]["macro_f1"]
+    if "psds1" in report:
+        out["psds1"] = report["psds1"]["value"]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="run only this group")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
+    ap.add_argument("--table", action="store_true", help="print the results table and exit")
+    a = ap.parse_args()
+    with open(os.path.join(HERE, "ablations", "variants.toml"), "rb") as f:
+        spec = tomllib.load(f)
+    if a.table:
+        print(table(spec))
+        return
+    cache = os.environ.get("HARK_DATA", os.path.expanduser("~/.cache/hark-data"))
+    hark = os.environ.get("HARK", os.path.join(REPO, "target", "release", "hark"))
+    budget = spec["budget"]
+    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else budget["seeds"]
+    sc = os.path.join(cache, "soundscapes")
+    root = os.path.join(cache, "ablations")
+    data = os.path.join(root, "data")
+    subset(os.path.join(sc, "train"), data, budget["train_clips"], soft=True)
+    val = os.path.join(sc, "validation")
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    done = done_runs()
+    for v in spec["variant"]:
+        if a.only and v["group"] != a.only:
+            continue
+        with open(os.path.join(HERE, "ablations", "base", v["base"] + ".toml"), "rb") as f:
+            base = tomllib.load(f)
+        for seed in seeds:
+            if (v["name"], seed) in done:
+                continue
+            slug = "".join(c if c.isalnum() else "-" for c in v["name"].lower()).strip("-")
+            d = os.path.join(root, "runs", f"{v['group']}--{slug}--s{seed}")
+            os.makedirs(d, exist_ok=True)
+            cfg = json.loads(json.dumps(base))
+            cfg["name"] = f"ablation-{v['group']}"
+            cfg["seed"] = seed
+            cfg["output"] = os.path.join(d, "model.safetensors")
+            cfg["data"]["classes"] = CLASSES
+            cfg["data"]["cache_dir"] = os.path.join(cache, "features")
+            cfg["data"]["train"] = {"audio_dir": os.path.join(sc, "train", "audio")}
+            if v.get("labels") == "soft":
+                cfg["data"]["train"]["soft"] = os.path.join(data, "soft.tsv")
+            else:
+                cfg["data"]["train"]["strong"] = os.path.join(data, "strong.tsv")
+            cfg["data"]["train"]["weak"] = os.path.join(data, "weak.tsv")
+            cfg["data"]["validation"] = {"audio_dir": os.path.join(val, "audio"),
+                                         "strong": os.path.join(val, "strong.tsv")}
+            cfg.setdefault("schedule", {})["epochs"] = budget["epochs"]
+            for k, x in v.get("set", {}).items():
+                set_dotted(cfg, k, x)
+            conf = os.path.join(d, "train.toml")
+            with open(conf, "w") as f:
+                f.write(dump_toml(cfg))
+            log = os.path.join(d, "log.txt")
+            t0 = time.time()
+            resume = ["--resume"] if os.path.exists(os.path.join(d, "model.last.safetensors")) else []
+            run([hark, "train", conf, "--no-progress"] + resume, log)
+            train_s = time.time() - t0
+            model = cfg["output"]
+            run([hark, "tune", model, "--audio", os.path.join(val, "audio"),
+                 "--strong", os.path.join(val, "strong.tsv")], log)
+            scores = os.path.join(d, "scores")
+            shutil.rmtree(scores, ignore_errors=True)
+            wavs = sorted(os.path.join(val, "audio", w) for w in os.listdir(os.path.join(val, "audio"))
+                          if w.endswith(".wav"))
+            det = os.path.join(d, "detections.tsv")
+            run([hark, "detect", "-m", model, "--scores", scores, "-o", det] + wavs, log)
+            rep = subprocess.run([hark, "eval", "--reference", os.path.join(val, "strong.tsv"),
+                                  "--estimate", det, "--scores", scores, "--json"],
+                                 capture_output=True, text=True, check=True)
+            report = json.loads(rep.stdout)
+            with open(os.path.join(d, "eval.json"), "w") as f:
+                f.write(rep.stdout)
+            row = {"group": v["group"], "name": v["name"], "seed": seed,
+                   "train_s": round(train_s, 1), **metrics(report)}
+            with open(RESULTS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    print(table(spec))
+
+
+def table(spec):
+    if not os.path.exists(RESULTS):
+        return "(no results yet)"
+    with open(RESULTS) as f:
+        rows = [json.loads(l) for l in f if l.strip()]
+    keys = ["event_f1", "segment_f1", "tagging_f1", "psds1"]
+    out = ["| group | variant | seeds | event-F1 | segment-F1 | tagging F1 | PSDS1 | train time |",
+           "|---|---|---|---|---|---|---|---|"]
+    for v in spec["variant"]:
+        rs = [r for r in rows if r["name"] == v["name"]]
+        if not rs:
+            out.append(f"| {v['group']} | {v['name']} | 0 | not run | | | | |")
+            continue
+        cells = []
+        for k in keys:
+            xs = [r[k] for r in rs if k in r]
+            if not xs:
+                cells.append("–")
+            elif len(xs) == 1:
+                cells.append(f"{xs[0]:.3f}")
+            else:
+                cells.append(f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}")
+        t = statistics.mean(r["train_s"] for r in rs) / 60
+        out.append(f"| {v['group']} | {v['name']} | {len(rs)} | " + " | ".join(cells) + f" | {t:.0f} min |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
