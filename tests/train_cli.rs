@@ -116,3 +116,65 @@ epochs = 6
         assert!(CLASSES.contains(&label), "{e}");
     }
 }
+
+#[test]
+fn synth_from_a_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    make_sources(d);
+    // Relative paths are resolved against the config's folder; -n and --seed override.
+    std::fs::write(
+        d.join("synth.toml"),
+        r#"
+foreground_dir = "fg"
+background_dir = "bg"
+n_clips = 100
+clip_seconds = 3.0
+events = [1, 2]
+room_tone_prob = 0.5
+band_limit_prob = 0.5
+min_crop_seconds = 0.5
+max_event_seconds = 1.0
+holdout = { fraction = 0.3, part = "train", seed = 1 }
+"#,
+    )
+    .unwrap();
+    let out = d.join("out");
+    hark(&[
+        "synth",
+        s(&out),
+        "--config",
+        s(&d.join("synth.toml")),
+        "-n",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(std::fs::read_dir(out.join("audio")).unwrap().count(), 5);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["seed"], 3);
+    assert_eq!(summary["config"]["room_tone_prob"], 0.5);
+
+    // An unknown key and a flag beside --config are errors that name them.
+    std::fs::write(d.join("bad.toml"), "foreground_dir = \"fg\"\nsnr = [0, 1]\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args(["synth", s(&d.join("o2")), "--config", s(&d.join("bad.toml"))])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml") && err.contains("snr"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args([
+            "synth",
+            s(&d.join("o3")),
+            "--config",
+            s(&d.join("synth.toml")),
+            "--snr",
+            "0:10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
