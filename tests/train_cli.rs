@@ -157,9 +157,18 @@ holdout = { fraction = 0.3, part = "train", seed = 1 }
     assert_eq!(summary["config"]["room_tone_prob"], 0.5);
 
     // An unknown key and a flag beside --config are errors that name them.
-    std::fs::write(d.join("bad.toml"), "foreground_dir = \"fg\"\nsnr = [0, 1]\n").unwrap();
+    std::fs::write(
+        d.join("bad.toml"),
+        "foreground_dir = \"fg\"\nsnr = [0, 1]\n",
+    )
+    .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_hark"))
-        .args(["synth", s(&d.join("o2")), "--config", s(&d.join("bad.toml"))])
+        .args([
+            "synth",
+            s(&d.join("o2")),
+            "--config",
+            s(&d.join("bad.toml")),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -176,5 +185,37 @@ holdout = { fraction = 0.3, part = "train", seed = 1 }
         ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn train_check_validates_without_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("audio")).unwrap();
+    std::fs::write(d.join("weak.tsv"), "filename\tevent_labels\n").unwrap();
+    let config = |weak: &str| {
+        format!(
+            "output = \"m.safetensors\"\n[arch]\nname = \"crnn\"\n[data]\nclasses = [\"a\", \"b\"]\n\
+             [data.train]\naudio_dir = \"audio\"\nweak = \"{weak}\"\n"
+        )
+    };
+    std::fs::write(d.join("ok.toml"), config("weak.tsv")).unwrap();
+    let o = hark(&["train", s(&d.join("ok.toml")), "--check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("OK") && out.contains("2 classes"), "{out}");
+    assert!(!d.join("m.safetensors").exists(), "--check must not train");
+    std::fs::write(d.join("bad.toml"), config("missing.tsv")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args(["train", s(&d.join("bad.toml")), "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing.tsv"), "{err}");
 }

@@ -134,6 +134,8 @@ def main():
     ap.add_argument("--only", help="run only this group")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="write every run's config and check it with `hark train --check`; train nothing")
     a = ap.parse_args()
     with open(os.path.join(HERE, "ablations", "variants.toml"), "rb") as f:
         spec = tomllib.load(f)
@@ -157,7 +159,7 @@ def main():
         with open(os.path.join(HERE, "ablations", "base", v["base"] + ".toml"), "rb") as f:
             base = tomllib.load(f)
         for seed in seeds:
-            if (v["name"], seed) in done:
+            if (v["name"], seed) in done and not a.check:
                 continue
             slug = "".join(c if c.isalnum() else "-" for c in v["name"].lower()).strip("-")
             d = os.path.join(root, "runs", f"{v['group']}--{slug}--s{seed}")
@@ -183,6 +185,11 @@ def main():
             with open(conf, "w") as f:
                 f.write(dump_toml(cfg))
             log = os.path.join(d, "log.txt")
+            if a.check:
+                r = subprocess.run([hark, "train", conf, "--check"], capture_output=True, text=True)
+                print(("ok   " if r.returncode == 0 else "FAIL ") + v["name"], f"seed {seed}",
+                      r.stderr.strip())
+                continue
             t0 = time.time()
             resume = ["--resume"] if os.path.exists(os.path.join(d, "model.last.safetensors")) else []
             run([hark, "train", conf, "--no-progress"] + resume, log)
@@ -207,7 +214,8 @@ def main():
             with open(RESULTS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    print(table(spec))
+    if not a.check:
+        print(table(spec))
 
 
 def table(spec):

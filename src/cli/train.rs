@@ -22,12 +22,47 @@ pub struct TrainArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Only check the config (every setting, the architecture, and that the data files
+    /// exist), print what would be trained, and exit.
+    #[arg(long, conflicts_with_all = ["resume", "epochs"])]
+    pub check: bool,
 }
 
 /// Runs `hark train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&a.config)
         .with_context(|| format!("reading training config {}", a.config.display()))?;
+    if a.check {
+        let d = &cfg.data;
+        for split in std::iter::once(&d.train).chain(d.validation.as_ref()) {
+            anyhow::ensure!(
+                split.audio_dir.is_dir(),
+                "{}: audio_dir {} is not a folder",
+                a.config.display(),
+                split.audio_dir.display()
+            );
+            for f in [&split.weak, &split.strong, &split.soft, &split.scenes]
+                .into_iter()
+                .flatten()
+            {
+                anyhow::ensure!(
+                    f.is_file(),
+                    "{}: label file {} does not exist",
+                    a.config.display(),
+                    f.display()
+                );
+            }
+        }
+        let arch = serde_json::to_string(&cfg.arch).unwrap_or_default();
+        println!(
+            "{}: OK — {} classes, {} epochs, architecture {arch}, output {}",
+            a.config.display(),
+            d.classes.len(),
+            cfg.schedule.epochs,
+            cfg.output.display()
+        );
+        return Ok(());
+    }
     let report = train(
         &cfg,
         &TrainOptions {
