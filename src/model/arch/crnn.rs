@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, CrnnEncoder, EncoderBlock, EncoderSpec,
+    linear_softmax_pool_masked, CrnnEncoder, EncoderBlock, EncoderSpec, TimeMask, Upsample,
 };
 use crate::model::ModelError;
 
@@ -253,19 +253,12 @@ impl Crnn {
 }
 
 impl SedNet for Crnn {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let (_, t, f) = x.dims3()?;
-        if f != self.n_mels || t < self.min_frames {
-            candle_core::bail!(
-                "CRNN input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
-                self.n_mels,
-                self.min_frames
-            );
-        }
-        let h = self.encoder.forward_t(x, train)?;
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        super::check_input("CRNN", x, mask, self.n_mels, self.min_frames)?;
+        let (h, hm) = self.encoder.forward_masked(x, mask, train)?;
         let frame = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?.clamp(1e-7, 1.0)?;
-        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
-        let frame = interpolate_linear(&frame, 1, t)?;
+        let clip = linear_softmax_pool_masked(&frame, &hm)?.clamp(1e-7, 1.0)?;
+        let frame = Upsample::Linear.apply_masked(&frame, &hm, mask)?;
         Ok(SedOutput {
             frame,
             clip,

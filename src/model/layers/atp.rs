@@ -21,6 +21,8 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Output of [`AtpHead::forward`].
 #[derive(Debug, Clone)]
 pub struct AtpOutput {
@@ -96,6 +98,14 @@ impl AtpHead {
 
     /// Pools embeddings `h (B, T, D)` into clip and frame probabilities.
     pub fn forward(&self, h: &Tensor) -> Result<AtpOutput> {
+        let (b, t, _) = h.dims3()?;
+        self.forward_masked(h, &TimeMask::full(b, t, h.dtype(), h.device()))
+    }
+
+    /// [`AtpHead::forward`] of a padded batch: the attention over time gives padded
+    /// frames weight 0, so each clip is pooled over its valid frames only (frame
+    /// probabilities at padded frames are left as computed).
+    pub fn forward_masked(&self, h: &Tensor, mask: &TimeMask) -> Result<AtpOutput> {
         let (b, t, d) = h.dims3()?;
         let dtype = h.dtype();
         let bias = |lin: &Linear| -> Result<Tensor> {
@@ -124,10 +134,10 @@ impl AtpHead {
             .matmul(&w_cla.t()?)?
             .broadcast_add(&bias(&self.cla)?)?
             .reshape((b, t, c))?;
-        let alpha = candle_nn::ops::softmax(&a, 1)?; // over time
-                                                     // Clip logit: u_c · Σ_t α_c(t) (m_c ⊙ h_t) = Σ_t α_c(t) (u_c ⊙ m_c) · h_t
-                                                     //           = Σ_t α_c(t) · frame_logit_c(t) − d_c Σ_t α_c(t) + d_c, and Σ_t α = 1,
-                                                     // so the clip logit is the attention-weighted mean of the frame logits.
+        let alpha = mask.softmax(&a, 1)?; // over time
+                                          // Clip logit: u_c · Σ_t α_c(t) (m_c ⊙ h_t) = Σ_t α_c(t) (u_c ⊙ m_c) · h_t
+                                          //           = Σ_t α_c(t) · frame_logit_c(t) − d_c Σ_t α_c(t) + d_c, and Σ_t α = 1,
+                                          // so the clip logit is the attention-weighted mean of the frame logits.
         let clip_logits = (&alpha * &frame_logits)?.sum(1)?;
         Ok(AtpOutput {
             clip: candle_nn::ops::sigmoid(&clip_logits)?,

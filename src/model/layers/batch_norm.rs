@@ -3,6 +3,8 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Batch normalisation of `(B, C, …)` tensors over every axis but the channel axis.
 ///
 /// Training normalises with the batch statistics (biased variance) and updates the
@@ -58,6 +60,72 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
+    /// Training output from the batch statistics (`mean`, biased `var`, keepdim, over
+    /// `n` positions per channel): normalises `centred = x − mean`, applies γ and β,
+    /// and updates the running statistics (no gradient), PyTorch's rule.
+    fn train_output(
+        &self,
+        centred: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        n: usize,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
+        let y = centred.broadcast_mul(&inv_std)?;
+        let m = self.momentum;
+        let mean_d = mean
+            .detach()
+            .flatten_all()?
+            .to_dtype(self.running_mean.dtype())?;
+        let unbiased = if n > 1 {
+            n as f64 / (n as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let var_d = (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        y.broadcast_mul(&self.weight.reshape(shape)?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+
+    /// Batch norm of a zero-padded batch `x (B, C, T, …)` whose time axis 2 is
+    /// described by `mask`: in training the statistics (and the running-statistic
+    /// update) count valid frames only, so padding never shifts them. Inference and an
+    /// unpadded batch are exactly [`ModuleT::forward_t`]. Padded frames of the output
+    /// are not zeroed (the caller zeroes what the next layer reads).
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        let m = match (train, mask.shaped(x.rank(), 2, x.dtype())?) {
+            (true, Some(m)) => m,
+            _ => return self.forward_t(x, train),
+        };
+        let c = self.weight.dim(0)?;
+        if x.rank() < 3 || x.dim(1)? != c || x.dim(0)? != mask.batch() || x.dim(2)? != mask.frames()
+        {
+            candle_core::bail!(
+                "masked batch norm of {c} channels got input {:?} for a mask of {} × {} frames",
+                x.shape(),
+                mask.batch(),
+                mask.frames()
+            );
+        }
+        let shape = Self::channel_shape(x, c);
+        let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
+        let per_frame: usize = x.dims()[3..].iter().product();
+        let n = (mask.lengths().iter().sum::<usize>() * per_frame).max(1);
+        let mean = (x.broadcast_mul(&m)?.sum_keepdim(axes.as_slice())? / n as f64)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = (centred
+            .sqr()?
+            .broadcast_mul(&m)?
+            .sum_keepdim(axes.as_slice())?
+            / n as f64)?;
+        self.train_output(&centred, &mean, &var, n, &shape)
+    }
+
     /// Shape `(1, C, 1, …)` that broadcasts a per-channel vector against `x`.
     fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
         (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
@@ -80,27 +148,7 @@ impl ModuleT for BatchNorm {
             let mean = (x.sum_keepdim(axes.as_slice())? / n as f64)?;
             let centred = x.broadcast_sub(&mean)?;
             let var = (centred.sqr()?.sum_keepdim(axes.as_slice())? / n as f64)?;
-            let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
-            let y = centred.broadcast_mul(&inv_std)?;
-            // Running statistics (no gradient), PyTorch's update rule.
-            let m = self.momentum;
-            let mean_d = mean
-                .detach()
-                .flatten_all()?
-                .to_dtype(self.running_mean.dtype())?;
-            let unbiased = if n > 1 {
-                n as f64 / (n as f64 - 1.0)
-            } else {
-                1.0
-            };
-            let var_d =
-                (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
-            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
-            let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
-                .broadcast_add(&self.bias.reshape(shape.as_slice())?)
+            self.train_output(&centred, &mean, &var, n, &shape)
         } else {
             let rv = self.running_var.as_detached_tensor();
             let rm = self.running_mean.as_detached_tensor();

@@ -17,6 +17,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Output of [`AdditiveAttention::forward`].
 #[derive(Debug, Clone)]
 pub struct AttentionOutput {
@@ -49,6 +51,19 @@ impl AdditiveAttention {
 
     /// Attends from `q (B, Tq, Dq)` over keys `k (B, Tk, Dk)` and values `v (B, Tk, Dv)`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionOutput> {
+        let (b, tk) = (k.dim(0)?, k.dim(1)?);
+        self.forward_masked(q, k, v, &TimeMask::full(b, tk, k.dtype(), k.device()))
+    }
+
+    /// [`AdditiveAttention::forward`] over padded keys: `key_mask` describes the
+    /// valid context steps of each sequence, and padded steps get attention weight 0.
+    pub fn forward_masked(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: &TimeMask,
+    ) -> Result<AttentionOutput> {
         let (b, tq, _) = q.dims3()?;
         let (bk, tk, _) = k.dims3()?;
         let (bv, tv, _) = v.dims3()?;
@@ -68,7 +83,7 @@ impl AdditiveAttention {
             .score
             .forward(&e.reshape((b * tq * tk, a))?)?
             .reshape((b, tq, tk))?;
-        let weights = candle_nn::ops::softmax(&s, 2)?;
+        let weights = key_mask.softmax(&s, 2)?;
         let context = weights.matmul(&v.contiguous()?)?;
         Ok(AttentionOutput { context, weights })
     }

@@ -7,6 +7,7 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::LeakyRelu;
 use super::batch_norm::BatchNorm;
+use super::mask::TimeMask;
 
 /// 2-D convolution without bias, odd `k × k` kernel, "same" zero padding, stride 1;
 /// tensor `weight` of shape `(c_out, c_in, k, k)` (PyTorch's layout), Kaiming-normal
@@ -112,6 +113,22 @@ impl ModuleT for ConvBlock {
         let x = self.bn.forward_t(x, train)?;
         let x = self.conv.forward(&x)?;
         self.act.forward_t(&x, train)
+    }
+}
+
+impl ConvBlock {
+    /// The block on a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: batch-norm statistics over valid frames, the normalised padding set
+    /// back to zero before the convolution (so a clip's last frames see zeros beyond
+    /// it, as unpadded), and the output zero at padded frames. Unpadded, exactly
+    /// [`ModuleT::forward_t`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return self.forward_t(x, train);
+        }
+        let x = mask.zero(&self.bn.forward_masked(x, mask, train)?, 2)?;
+        let x = self.act.forward_t(&self.conv.forward(&x)?, train)?;
+        mask.zero(&x, 2)
     }
 }
 
@@ -301,6 +318,35 @@ impl ModuleT for ConvBnRelu {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.conv.forward(x)?;
         self.bn.forward_t(&x, train)?.relu()
+    }
+}
+
+impl ConvBnRelu {
+    /// The mask of the block's output for an input `mask`: the same for stride 1 and
+    /// "same" padding along time, else each length through the convolution's
+    /// output-length formula.
+    pub fn out_mask(&self, mask: &TimeMask) -> Result<TimeMask> {
+        let g = self.conv.geometry();
+        let (k, s, p) = (g.kernel.0, g.stride.0, g.padding.0);
+        if s == 1 && 2 * p + 1 == k {
+            return Ok(mask.clone());
+        }
+        let out = |n: usize| Conv2dGeometry::out_len(n, k, s, p).unwrap_or(0);
+        mask.map(out(mask.frames()), out)
+    }
+
+    /// The block on a zero-padded batch `x (B, C, T, F)` (zero at padded frames) whose
+    /// time axis is described by `mask`: batch-norm statistics over valid output
+    /// frames and the output zero at padded frames (its mask is
+    /// [`ConvBnRelu::out_mask`]). Unpadded, exactly [`ModuleT::forward_t`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return self.forward_t(x, train);
+        }
+        let out = self.out_mask(mask)?;
+        let y = self.conv.forward(x)?;
+        let y = self.bn.forward_masked(&y, &out, train)?.relu()?;
+        out.zero(&y, 2)
     }
 }
 

@@ -12,9 +12,10 @@
 //! convolution with a bias.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, Conv2dGeometry, ConvBnRelu};
+use super::mask::TimeMask;
 use super::vgg::VggStack;
 
 /// The decoder's last unit.
@@ -55,11 +56,19 @@ impl ConvDecoder {
 
     /// The reconstruction `(B, T, F)` of feature map `h (B, c_in, T, F)`.
     pub fn forward_t(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.blocks.forward_t(h, train)?;
-        let h = self.out0.forward_t(&h, train)?;
+        let (b, t) = (h.dim(0)?, h.dim(2)?);
+        self.forward_masked(h, &TimeMask::full(b, t, h.dtype(), h.device()), train)
+    }
+
+    /// [`ConvDecoder::forward_t`] of a zero-padded feature map (zero at padded frames,
+    /// time on axis 2): every unit counts valid frames only, and the reconstruction is
+    /// zero at padded frames.
+    pub fn forward_masked(&self, h: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        let h = self.blocks.forward_masked(h, mask, train)?;
+        let h = self.out0.forward_masked(&h, mask, train)?;
         let h = match &self.out1 {
-            OutUnit::Relu(u) => u.forward_t(&h, train)?,
-            OutUnit::Linear(c) => c.forward(&h)?,
+            OutUnit::Relu(u) => u.forward_masked(&h, mask, train)?,
+            OutUnit::Linear(c) => mask.zero(&c.forward(&h)?, 2)?,
         };
         h.squeeze(1)
     }

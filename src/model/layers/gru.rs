@@ -12,6 +12,8 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// One GRU layer, one direction, PyTorch equations and gate order (r, z, n):
 ///
 /// ```text
@@ -59,7 +61,23 @@ impl Gru {
     /// Runs over `x (B, T, I)` from a zero state, forwards in time or (with `reverse`)
     /// backwards; returns the hidden states `(B, T, H)` in input time order.
     pub fn forward_dir(&self, x: &Tensor, reverse: bool) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        self.forward_dir_masked(x, reverse, &TimeMask::full(b, t, x.dtype(), x.device()))
+    }
+
+    /// [`Gru::forward_dir`] over a zero-padded batch whose time axis is described by
+    /// `mask`: each sequence runs over its own valid frames only (backwards from its
+    /// last valid frame, from a zero state); padded frames of the output are zero.
+    pub fn forward_dir_masked(&self, x: &Tensor, reverse: bool, mask: &TimeMask) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
+        if mask.batch() != b || mask.frames() != t {
+            candle_core::bail!(
+                "GRU mask of {} sequences × {} frames for input {:?}",
+                mask.batch(),
+                mask.frames(),
+                x.shape()
+            );
+        }
         let h = self.hidden;
         if t == 0 {
             candle_core::bail!("GRU over an empty sequence");
@@ -78,8 +96,11 @@ impl Gru {
             .iter()
             .any(|t| t.track_op());
         if !tracked && x.dtype() == DType::F32 {
-            return self.recur_f32(&xp, reverse);
+            return self.recur_f32(&xp, reverse, mask.lengths());
         }
+        // (B, T): a padded step resets the state to zero, so the backward direction
+        // starts at each sequence's last valid frame.
+        let step_mask = mask.shaped(2, 1, x.dtype())?;
         let w_hh_t = self.w_hh.t()?;
         let mut state = Tensor::zeros((b, h), x.dtype(), x.device())?;
         let mut outs: Vec<Tensor> = Vec::with_capacity(t);
@@ -94,6 +115,9 @@ impl Gru {
             let n = (xs.narrow(1, 2 * h, h)? + (r * hs.narrow(1, 2 * h, h)?)?)?.tanh()?;
             // h' = n + z ⊙ (h − n)
             state = (&n + (z * (&state - &n)?)?)?;
+            if let Some(m) = &step_mask {
+                state = state.broadcast_mul(&m.narrow(1, s, 1)?)?;
+            }
             outs.push(state.clone());
         }
         if reverse {
@@ -104,8 +128,9 @@ impl Gru {
 }
 
 impl Gru {
-    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih.
-    fn recur_f32(&self, xp: &Tensor, reverse: bool) -> Result<Tensor> {
+    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih,
+    /// each sequence over its first `lengths[b]` frames (the rest of the output is 0).
+    fn recur_f32(&self, xp: &Tensor, reverse: bool, lengths: &[usize]) -> Result<Tensor> {
         let (b, t, h3) = xp.dims3()?;
         let h = self.hidden;
         let xp = xp.flatten_all()?.to_vec1::<f32>()?;
@@ -114,10 +139,11 @@ impl Gru {
         let mut out = vec![0f32; b * t * h];
         let mut state = vec![0f32; h];
         let mut gh = vec![0f32; h3];
-        for bi in 0..b {
+        for (bi, &len) in lengths.iter().enumerate().take(b) {
             state.fill(0.0);
-            for step in 0..t {
-                let s = if reverse { t - 1 - step } else { step };
+            let len = len.min(t);
+            for step in 0..len {
+                let s = if reverse { len - 1 - step } else { step };
                 for (g, (o, row)) in gh.iter_mut().zip(w.chunks_exact(h)).enumerate() {
                     *o = bh[g] + dot(row, &state);
                 }
@@ -186,11 +212,21 @@ impl BiGru {
     }
 }
 
+impl BiGru {
+    /// Runs over a zero-padded batch `x (B, T, I)` whose time axis is described by
+    /// `mask`: each sequence over its own valid frames (the backward direction starts
+    /// at its last valid frame); padded frames of the output are zero.
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+        let f = self.fwd.forward_dir_masked(x, false, mask)?;
+        let b = self.bwd.forward_dir_masked(x, true, mask)?;
+        Tensor::cat(&[f, b], D::Minus1)
+    }
+}
+
 impl candle_core::Module for BiGru {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let f = self.fwd.forward_dir(x, false)?;
-        let b = self.bwd.forward_dir(x, true)?;
-        Tensor::cat(&[f, b], D::Minus1)
+        let (b, t, _) = x.dims3()?;
+        self.forward_masked(x, &TimeMask::full(b, t, x.dtype(), x.device()))
     }
 }
 

@@ -6,6 +6,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
+use super::mask::TimeMask;
+
 /// Max pooling of `(B, C, T, F)` over non-overlapping `(kt, kf)` windows, as torch
 /// `max_pool2d(x, (kt, kf))` (stride = kernel, trailing rows/columns that do not fill a
 /// window are dropped). Output `(B, C, T/kt, F/kf)`. Ties share the gradient.
@@ -21,6 +23,21 @@ impl MaxPool2d {
     /// Max pooling over `(kt, kf)` windows (both ≥ 1).
     pub fn new(kt: usize, kf: usize) -> Self {
         Self { kt, kf }
+    }
+}
+
+impl MaxPool2d {
+    /// Max pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: the output, zero at padded frames, and its mask (`⌊len / kt⌋` frames
+    /// per sequence, the windows an unpadded run keeps). Unpadded, exactly
+    /// [`Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
+        let out_mask = mask.pooled(self.kt)?;
+        let y = self.forward(x)?;
+        if !mask.is_padded() {
+            return Ok((y, out_mask));
+        }
+        Ok((out_mask.zero(&y, 2)?, out_mask))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod gru;
 pub mod heads;
 pub mod init;
 pub mod interp;
+pub mod mask;
 pub mod max_pool;
 pub mod pool;
 pub mod vgg;
@@ -38,6 +39,7 @@ pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{
     interpolate_linear, interpolate_nearest, linear_positions, nearest_positions, Upsample,
 };
+pub use mask::{TimeMask, PAD_LOGIT};
 pub use max_pool::MaxPool2d;
-pub use pool::{linear_softmax_pool, LpPool2d};
+pub use pool::{linear_softmax_pool, linear_softmax_pool_masked, LpPool2d};
 pub use vgg::{avg_pool3_same, VggBlock, VggStack};

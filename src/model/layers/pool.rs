@@ -2,6 +2,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
+use super::mask::TimeMask;
+
 /// Raises `|x|` to the power `p`, exactly for p = 1, 2, 4 (the common cases).
 fn abs_pow(x: &Tensor, p: f64) -> Result<Tensor> {
     if p == 2.0 {
@@ -56,8 +58,9 @@ impl LpPool2d {
     }
 }
 
-impl Module for LpPool2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl LpPool2d {
+    /// Output `(T / kt, F / kf)` of `x (B, C, T, F)`; an error when a window does not fit.
+    fn out_size(&self, x: &Tensor) -> Result<(usize, usize)> {
         let (_, _, t, f) = x.dims4()?;
         let (to, fo) = (t / self.kt, f / self.kf);
         if to == 0 || fo == 0 {
@@ -68,16 +71,46 @@ impl Module for LpPool2d {
                 x.shape()
             );
         }
+        Ok((to, fo))
+    }
+
+    /// `Σ |x|^p` over each whole window (trailing rows/columns cut before pooling, so
+    /// the backward of `avg_pool2d`, correct when the size is a multiple of the kernel
+    /// and stride = kernel, never sees a remainder).
+    fn window_sums(&self, x: &Tensor) -> Result<Tensor> {
+        let (to, fo) = self.out_size(x)?;
+        let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
+        abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64
+    }
+
+    /// LP pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: the output and its mask (`⌊len / kt⌋` frames per sequence, the
+    /// windows an unpadded run keeps), zero at padded frames. Unpadded, exactly
+    /// [`Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
+        let out_mask = mask.pooled(self.kt)?;
+        if !mask.is_padded() || (self.kt == 1 && self.kf == 1) {
+            return Ok((self.forward(x)?, out_mask));
+        }
+        let s = self.window_sums(x)?;
+        match out_mask.shaped(4, 2, s.dtype())? {
+            // Windows of padding sum to 0, where the root's gradient is infinite (and
+            // 0 · ∞ = NaN): take the root of 1 there instead, then zero the frame.
+            Some(m) => root(&s.broadcast_add(&m.affine(-1.0, 1.0)?)?, self.p)?
+                .broadcast_mul(&m)
+                .map(|y| (y, out_mask)),
+            None => Ok((root(&s, self.p)?, out_mask)),
+        }
+    }
+}
+
+impl Module for LpPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.kt == 1 && self.kf == 1 {
+            self.out_size(x)?;
             return Ok(x.clone());
         }
-        // Only whole windows: trailing rows/columns are cut before pooling, so the
-        // backward of `avg_pool2d` (correct when the size is a multiple of the kernel
-        // and stride = kernel) never sees a remainder.
-        let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
-        let s =
-            (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
-        root(&s, self.p)
+        root(&self.window_sums(x)?, self.p)
     }
 }
 
@@ -85,6 +118,18 @@ impl Module for LpPool2d {
 /// probabilities `p > 0`. The axis is removed.
 pub fn linear_softmax_pool(p: &Tensor, dim: usize) -> Result<Tensor> {
     p.sqr()?.sum(dim)?.div(&p.sum(dim)?)
+}
+
+/// Linear-softmax pooling of `p (B, T, C)` over time counting valid frames only
+/// (`Σ m·p² / Σ m·p`); unpadded, exactly [`linear_softmax_pool`] over axis 1.
+pub fn linear_softmax_pool_masked(p: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+    match mask.shaped(p.rank(), 1, p.dtype())? {
+        None => linear_softmax_pool(p, 1),
+        Some(m) => {
+            let pm = p.broadcast_mul(&m)?;
+            (&pm * p)?.sum(1)?.div(&pm.sum(1)?)
+        }
+    }
 }
 
 #[cfg(test)]
