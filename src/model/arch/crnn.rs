@@ -389,4 +389,30 @@ mod tests {
         let clip = || net.forward_t(x.as_tensor(), true).map(|o| o.clip);
         gradcheck::check(&map, &[("x", &x)], clip, 1e-5);
     }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = Crnn::new(&tiny(), 4, 2, vb).unwrap();
+        let lengths = [5, 2, 4];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[3, 5, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
+    }
 }

@@ -416,4 +416,30 @@ mod tests {
             gradcheck::check(&map, &[("x", &x)], all, 1e-5);
         }
     }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = TwoStepAe::new(&tiny(ClipHead::Gwrp { r: 0.5 }), 4, 2, vb).unwrap();
+        let lengths = [2, 3];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
+    }
 }

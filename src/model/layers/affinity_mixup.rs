@@ -269,4 +269,56 @@ mod tests {
         let grads = loss.backward().unwrap();
         assert!(grads.get(&w).is_some());
     }
+
+    #[test]
+    fn masked_affinity_and_mixing_equal_each_sequence_alone_and_gradient_check() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &Device::Cpu);
+        let aff = Affinity::new(2, 2, 1.0, vb).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let x = Var::from_tensor(
+            &mask
+                .zero(&gradcheck::rand_tensor(&[2, 2, 4, 3], 1), 2)
+                .unwrap(),
+        )
+        .unwrap();
+        let xe = gradcheck::rand_tensor(&[2, 3, 4, 2], 2);
+        let z = gradcheck::rand_tensor(&[2, 4, 2], 3);
+        for normalize in [false, true] {
+            let a = aff.forward_masked(x.as_tensor(), &mask).unwrap();
+            let e = mix_encoder(&a, &xe, normalize, false, &mask).unwrap();
+            let d = mix_decoder(&a, &z, false, &mask).unwrap();
+            for (b, &l) in lengths.iter().enumerate() {
+                let one = full(1, l);
+                let ab = aff
+                    .forward(&gradcheck::valid_row(x.as_tensor(), b, 2, l))
+                    .unwrap();
+                let we = mix_encoder(
+                    &ab,
+                    &gradcheck::valid_row(&xe, b, 2, l),
+                    normalize,
+                    false,
+                    &one,
+                );
+                let wd = mix_decoder(&ab, &gradcheck::valid_row(&z, b, 1, l), false, &one);
+                let row = |t: &Tensor, dim| gradcheck::valid_row(t, b, dim, l);
+                gradcheck::assert_close(&row(&e, 2), &we.unwrap(), 1e-12, "encoder mix");
+                gradcheck::assert_close(&row(&d, 1), &wd.unwrap(), 1e-12, "decoder mix");
+            }
+            gradcheck::check_masked(
+                &map,
+                ("x", &x),
+                2,
+                &lengths,
+                || {
+                    let a = aff.forward_masked(x.as_tensor(), &mask)?;
+                    let e = mix_encoder(&a, &xe, normalize, false, &mask)?;
+                    let d = mix_decoder(&a, &z, false, &mask)?;
+                    Tensor::cat(&[e.flatten_all()?, d.flatten_all()?], 0)
+                },
+                1e-5,
+            );
+        }
+    }
 }

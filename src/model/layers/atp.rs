@@ -170,6 +170,7 @@ impl Module for AtpHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
@@ -271,5 +272,38 @@ mod tests {
                 1e-6,
             );
         }
+    }
+
+    #[test]
+    fn masked_head_equals_each_sequence_alone_and_gradient_checks() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 6, DType::F64, &Device::Cpu);
+        let head = AtpHead::new(3, 2, Some(&[2, 3]), vb).unwrap();
+        let lengths = [4, 2];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let h = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 3], 7)).unwrap();
+        let out = head.forward_masked(h.as_tensor(), &mask).unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let want = head
+                .forward(&gradcheck::valid_row(h.as_tensor(), b, 1, l))
+                .unwrap();
+            let row = |t: &Tensor| gradcheck::valid_row(t, b, 1, l);
+            gradcheck::assert_close(
+                &out.clip.narrow(0, b, 1).unwrap(),
+                &want.clip,
+                1e-12,
+                "clip",
+            );
+            gradcheck::assert_close(&row(&out.frame), &want.frame, 1e-12, "frame");
+            gradcheck::assert_close(&row(&out.attention), &want.attention, 1e-12, "attention");
+        }
+        gradcheck::check_masked(
+            &map,
+            ("h", &h),
+            1,
+            &lengths,
+            || head.forward_masked(h.as_tensor(), &mask).map(|o| o.clip),
+            1e-6,
+        );
     }
 }

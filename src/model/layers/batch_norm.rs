@@ -169,7 +169,9 @@ impl ModuleT for BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::Var;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -229,6 +231,60 @@ mod tests {
             &map,
             &[("x", &x)],
             || bn.forward_t(x.as_tensor(), true),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_training_statistics_count_valid_frames_only() {
+        let dev = Device::Cpu;
+        let (map_p, map_r) = (VarMap::new(), VarMap::new());
+        let bn_p = BatchNorm::new(3, seeded_var_builder(&map_p, 0, DType::F64, &dev)).unwrap();
+        let bn_r = BatchNorm::new(3, seeded_var_builder(&map_r, 0, DType::F64, &dev)).unwrap();
+        // Sequences of 3 and 5 frames padded to 6, with garbage in the padding.
+        let a = gradcheck::rand_tensor(&[1, 3, 3, 2], 1);
+        let b = gradcheck::rand_tensor(&[1, 3, 5, 2], 2);
+        let mask = TimeMask::new(&[3, 5], 6, DType::F64, &dev).unwrap();
+        let garbage = mask
+            .shaped(4, 2, DType::F64)
+            .unwrap()
+            .unwrap()
+            .affine(-9.0, 9.0);
+        let x = gradcheck::pad_batch(&[a.clone(), b.clone()], 2, 6)
+            .broadcast_add(&garbage.unwrap())
+            .unwrap();
+        let y = bn_p.forward_masked(&x, &mask, true).unwrap();
+        // Reference: the same valid frames, unpadded, in one sequence.
+        let want = bn_r
+            .forward_t(&Tensor::cat(&[&a, &b], 2).unwrap(), true)
+            .unwrap();
+        let row = |b, len| gradcheck::valid_row(&y, b, 2, len);
+        gradcheck::assert_close(&row(0, 3), &want.narrow(2, 0, 3).unwrap(), 1e-12, "clip 0");
+        gradcheck::assert_close(&row(1, 5), &want.narrow(2, 3, 5).unwrap(), 1e-12, "clip 1");
+        gradcheck::assert_close(bn_p.running_mean(), bn_r.running_mean(), 1e-14, "mean");
+        gradcheck::assert_close(bn_p.running_var(), bn_r.running_var(), 1e-14, "var");
+        // Inference and unpadded batches take the unmasked path.
+        let e = bn_p.forward_masked(&x, &mask, false).unwrap();
+        gradcheck::assert_close(&e, &bn_p.forward_t(&x, false).unwrap(), 0.0, "eval");
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let bn = BatchNorm::new(2, seeded_var_builder(&map, 0, DType::F64, &dev)).unwrap();
+        for (name, seed) in [("weight", 5), ("bias", 6)] {
+            let v = map.data().lock().unwrap().get(name).unwrap().clone();
+            v.set(&gradcheck::rand_tensor(&[2], seed)).unwrap();
+        }
+        let mask = TimeMask::new(&[2, 4], 4, DType::F64, &dev).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 4, 3], 2)).unwrap();
+        gradcheck::check_masked(
+            &map,
+            ("x", &x),
+            2,
+            &[2, 4],
+            || mask.zero(&bn.forward_masked(x.as_tensor(), &mask, true)?, 2),
             1e-6,
         );
     }

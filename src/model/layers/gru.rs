@@ -233,6 +233,7 @@ impl candle_core::Module for BiGru {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Module, Var};
     use candle_nn::VarMap;
@@ -357,5 +358,79 @@ mod tests {
         let bigru = BiGru::new(3, 2, vb).unwrap();
         let x = Tensor::ones((1, 1, 3), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(bigru.forward(&x).unwrap().dims(), &[1, 1, 4]);
+    }
+
+    #[test]
+    fn masked_bigru_runs_each_sequence_over_its_own_frames() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 14, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(3, 4, vb).unwrap();
+        let lengths = [2, 6, 4];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &Device::Cpu).unwrap();
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .map(|&l| gradcheck::rand_tensor(&[1, l, 3], l as u64))
+            .collect();
+        let x = gradcheck::pad_batch(&seqs, 1, 6);
+        let x = (x + mask
+            .shaped(3, 1, DType::F64)
+            .unwrap()
+            .unwrap()
+            .affine(-5.0, 5.0)
+            .unwrap()
+            .broadcast_as((3, 6, 3))
+            .unwrap())
+        .unwrap();
+        let y = bigru.forward_masked(&x, &mask).unwrap();
+        for (b, (s, &l)) in seqs.iter().zip(&lengths).enumerate() {
+            let want = bigru.forward(s).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&y, b, 1, l), &want, 1e-12, "bigru");
+            let pad = y.narrow(0, b, 1).unwrap().narrow(1, l, 6 - l).unwrap();
+            assert_eq!(
+                pad.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+        }
+        // The plain f32 loop (no gradient) honours the lengths the same way.
+        let detached = |g: &Gru| Gru {
+            w_ih: g.w_ih.detach().to_dtype(DType::F32).unwrap(),
+            w_hh: g.w_hh.detach().to_dtype(DType::F32).unwrap(),
+            b_ih: g.b_ih.detach().to_dtype(DType::F32).unwrap(),
+            b_hh: g.b_hh.detach().to_dtype(DType::F32).unwrap(),
+            hidden: g.hidden,
+        };
+        let fast = BiGru {
+            fwd: detached(&bigru.fwd),
+            bwd: detached(&bigru.bwd),
+        };
+        let mask32 = TimeMask::new(&lengths, 6, DType::F32, &Device::Cpu).unwrap();
+        let y32 = fast
+            .forward_masked(&x.to_dtype(DType::F32).unwrap(), &mask32)
+            .unwrap();
+        assert!(!y32.track_op());
+        gradcheck::assert_close(&y32.to_dtype(DType::F64).unwrap(), &y, 1e-6, "f32 loop");
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 15, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(2, 2, vb).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 2], 16)).unwrap();
+        gradcheck::check_masked(
+            &map,
+            ("x", &x),
+            1,
+            &lengths,
+            || bigru.forward_masked(x.as_tensor(), &mask),
+            1e-6,
+        );
     }
 }

@@ -271,6 +271,7 @@ impl TwoStepAttentionPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
@@ -470,6 +471,92 @@ mod tests {
             || {
                 let (f, c) = head.forward(z.as_tensor())?;
                 Tensor::cat(&[f.flatten_all()?, c.flatten_all()?], 0)
+            },
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_pools_and_attention_equal_each_sequence_alone() {
+        let dev = Device::Cpu;
+        let lengths = [3, 6, 1];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &dev).unwrap();
+        let p = gradcheck::rand_tensor(&[3, 6, 2], 8)
+            .affine(0.4, 0.5)
+            .unwrap();
+        for pool in [
+            ClipPooling::Max,
+            ClipPooling::Mean,
+            ClipPooling::LinearSoftmax,
+            ClipPooling::ExpSoftmax,
+            ClipPooling::Gwrp { r: 0.6 },
+            ClipPooling::Gwrp { r: 0.0 },
+        ] {
+            let got = pool.pool_masked(&p, &mask).unwrap();
+            for (b, &l) in lengths.iter().enumerate() {
+                let want = pool.pool(&gradcheck::valid_row(&p, b, 1, l), 1).unwrap();
+                let what = format!("{pool:?} row {b}");
+                gradcheck::assert_close(&got.narrow(0, b, 1).unwrap(), &want, 1e-12, &what);
+            }
+        }
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &dev);
+        let att = AttentionPool::new(3, 2, true, vb.pp("att")).unwrap();
+        let two = TwoStepAttentionPool::new(4, 2, vb.pp("two")).unwrap();
+        let h = gradcheck::rand_tensor(&[3, 6, 3], 9);
+        let z = gradcheck::rand_tensor(&[3, 2, 6, 4], 10);
+        let (fa, ca) = att.forward_masked(&h, &mask).unwrap();
+        let (ft, ct) = two.forward_masked(&z, &mask).unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let (wf, wc) = att.forward(&gradcheck::valid_row(&h, b, 1, l)).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&fa, b, 1, l), &wf, 1e-12, "frame");
+            gradcheck::assert_close(&ca.narrow(0, b, 1).unwrap(), &wc, 1e-12, "clip");
+            let (wf, wc) = two.forward(&gradcheck::valid_row(&z, b, 2, l)).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&ft, b, 1, l), &wf, 1e-12, "2-step");
+            gradcheck::assert_close(&ct.narrow(0, b, 1).unwrap(), &wc, 1e-12, "2-step clip");
+        }
+    }
+
+    #[test]
+    fn masked_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let lengths = [2, 5];
+        let mask = TimeMask::new(&lengths, 5, DType::F64, &dev).unwrap();
+        let p = Var::from_tensor(
+            &gradcheck::rand_tensor(&[2, 5, 3], 11)
+                .affine(0.4, 0.5)
+                .unwrap(),
+        )
+        .unwrap();
+        for pool in [
+            ClipPooling::Max,
+            ClipPooling::Mean,
+            ClipPooling::LinearSoftmax,
+            ClipPooling::ExpSoftmax,
+            ClipPooling::Gwrp { r: 0.8 },
+        ] {
+            gradcheck::check_masked(
+                &VarMap::new(),
+                ("p", &p),
+                1,
+                &lengths,
+                || pool.pool_masked(p.as_tensor(), &mask),
+                1e-6,
+            );
+        }
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &dev);
+        let att = AttentionPool::new(3, 2, false, vb.pp("att")).unwrap();
+        let h = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 3], 12)).unwrap();
+        // The clip and the valid frames (padded frame outputs are not used).
+        gradcheck::check_masked(
+            &map,
+            ("h", &h),
+            1,
+            &lengths,
+            || {
+                let (f, c) = att.forward_masked(h.as_tensor(), &mask)?;
+                Tensor::cat(&[mask.zero(&f, 1)?.flatten_all()?, c.flatten_all()?], 0)
             },
             1e-6,
         );

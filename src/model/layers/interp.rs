@@ -165,6 +165,7 @@ impl Upsample {
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
+    use crate::model::layers::mask::TimeMask;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
@@ -246,6 +247,34 @@ mod tests {
                     let up = interpolate_nearest(x.as_tensor(), 1, n_out)?;
                     Tensor::cat(&[&up, &(x.as_tensor() * 2.0)?], 1)
                 },
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn masked_resampling_equals_each_sequence_alone_and_gradient_checks() {
+        let dev = Device::Cpu;
+        // 3 of 4 frames → 7 of 9, 4 of 4 → 9 of 9, 1 of 4 → 2 of 9.
+        let from = TimeMask::new(&[3, 4, 1], 4, candle_core::DType::F64, &dev).unwrap();
+        let to = TimeMask::new(&[7, 9, 2], 9, candle_core::DType::F64, &dev).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[3, 4, 2], 5)).unwrap();
+        for up in [Upsample::Linear, Upsample::Nearest] {
+            let y = up.apply_masked(x.as_tensor(), &from, &to).unwrap();
+            assert_eq!(y.dims(), &[3, 9, 2]);
+            for (b, (&li, &lo)) in from.lengths().iter().zip(to.lengths()).enumerate() {
+                let want = up
+                    .apply(&gradcheck::valid_row(x.as_tensor(), b, 1, li), 1, lo)
+                    .unwrap();
+                let got = gradcheck::valid_row(&y, b, 1, lo);
+                gradcheck::assert_close(&got, &want, 0.0, &format!("{up:?} row {b}"));
+            }
+            gradcheck::check_masked(
+                &VarMap::new(),
+                ("x", &x),
+                1,
+                from.lengths(),
+                || up.apply_masked(x.as_tensor(), &from, &to),
                 1e-6,
             );
         }

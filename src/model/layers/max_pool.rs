@@ -80,6 +80,7 @@ impl Module for MaxPool2d {
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
+    use crate::model::layers::mask::TimeMask;
     use candle_core::Var;
     use candle_nn::VarMap;
 
@@ -116,5 +117,32 @@ mod tests {
                 1e-6,
             );
         }
+    }
+
+    #[test]
+    fn masked_pool_equals_each_sequence_alone_and_gradient_checks() {
+        let dev = candle_core::Device::Cpu;
+        let lengths = [5, 8];
+        let mask = TimeMask::new(&lengths, 8, candle_core::DType::F64, &dev).unwrap();
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .map(|&l| gradcheck::rand_tensor(&[1, 2, l, 4], l as u64))
+            .collect();
+        let x = Var::from_tensor(&gradcheck::pad_batch(&seqs, 2, 8)).unwrap();
+        let pool = MaxPool2d::new(2, 2);
+        let (y, m) = pool.forward_masked(x.as_tensor(), &mask).unwrap();
+        assert_eq!(m.lengths(), &[2, 4]);
+        for (b, s) in seqs.iter().enumerate() {
+            let got = gradcheck::valid_row(&y, b, 2, m.lengths()[b]);
+            gradcheck::assert_close(&got, &pool.forward(s).unwrap(), 0.0, "max");
+        }
+        gradcheck::check_masked(
+            &VarMap::new(),
+            ("x", &x),
+            2,
+            &lengths,
+            || pool.forward_masked(x.as_tensor(), &mask).map(|o| o.0),
+            1e-6,
+        );
     }
 }
