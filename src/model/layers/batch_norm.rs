@@ -60,6 +60,11 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
+    /// Shape `(1, C, 1, …)` that broadcasts a per-channel vector against `x`.
+    fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
+        (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
+    }
+
     /// Training output from the batch statistics (`mean`, biased `var`, keepdim, over
     /// `n` positions per channel): normalises `centred = x − mean`, applies γ and β,
     /// and updates the running statistics (no gradient), PyTorch's rule.
@@ -124,11 +129,6 @@ impl BatchNorm {
             .sum_keepdim(axes.as_slice())?
             / n as f64)?;
         self.train_output(&centred, &mean, &var, n, &shape)
-    }
-
-    /// Shape `(1, C, 1, …)` that broadcasts a per-channel vector against `x`.
-    fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
-        (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
     }
 }
 

@@ -215,8 +215,12 @@ impl BiGru {
 impl BiGru {
     /// Runs over a zero-padded batch `x (B, T, I)` whose time axis is described by
     /// `mask`: each sequence over its own valid frames (the backward direction starts
-    /// at its last valid frame); padded frames of the output are zero.
+    /// at its last valid frame); padded frames of the output are zero. Unpadded,
+    /// exactly [`candle_core::Module::forward`].
     pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return candle_core::Module::forward(self, x);
+        }
         let f = self.fwd.forward_dir_masked(x, false, mask)?;
         let b = self.bwd.forward_dir_masked(x, true, mask)?;
         Tensor::cat(&[f, b], D::Minus1)
@@ -225,8 +229,9 @@ impl BiGru {
 
 impl candle_core::Module for BiGru {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        self.forward_masked(x, &TimeMask::full(b, t, x.dtype(), x.device()))
+        let f = self.fwd.forward_dir(x, false)?;
+        let b = self.bwd.forward_dir(x, true)?;
+        Tensor::cat(&[f, b], D::Minus1)
     }
 }
 

@@ -59,8 +59,25 @@ impl LpPool2d {
 }
 
 impl LpPool2d {
-    /// Output `(T / kt, F / kf)` of `x (B, C, T, F)`; an error when a window does not fit.
-    fn out_size(&self, x: &Tensor) -> Result<(usize, usize)> {
+    /// LP pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: the output and its mask (`⌊len / kt⌋` frames per sequence, the
+    /// windows an unpadded run keeps), zero at padded frames. Unpadded, exactly
+    /// [`Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
+        let out_mask = mask.pooled(self.kt)?;
+        let Some(m) = mask.shaped(4, 2, x.dtype())? else {
+            return Ok((self.forward(x)?, out_mask));
+        };
+        // A window of zero padding sums to 0, where the root's gradient is infinite
+        // (and 0 · ∞ = NaN even though the frame is then zeroed): pool the padding as
+        // ones instead. Valid windows never see it; padded ones are zeroed.
+        let y = self.forward(&x.broadcast_add(&m.affine(-1.0, 1.0)?)?)?;
+        Ok((out_mask.zero(&y, 2)?, out_mask))
+    }
+}
+
+impl Module for LpPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, t, f) = x.dims4()?;
         let (to, fo) = (t / self.kt, f / self.kf);
         if to == 0 || fo == 0 {
@@ -71,46 +88,16 @@ impl LpPool2d {
                 x.shape()
             );
         }
-        Ok((to, fo))
-    }
-
-    /// `Σ |x|^p` over each whole window (trailing rows/columns cut before pooling, so
-    /// the backward of `avg_pool2d`, correct when the size is a multiple of the kernel
-    /// and stride = kernel, never sees a remainder).
-    fn window_sums(&self, x: &Tensor) -> Result<Tensor> {
-        let (to, fo) = self.out_size(x)?;
-        let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
-        abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64
-    }
-
-    /// LP pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
-    /// by `mask`: the output and its mask (`⌊len / kt⌋` frames per sequence, the
-    /// windows an unpadded run keeps), zero at padded frames. Unpadded, exactly
-    /// [`Module::forward`].
-    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
-        let out_mask = mask.pooled(self.kt)?;
-        if !mask.is_padded() || (self.kt == 1 && self.kf == 1) {
-            return Ok((self.forward(x)?, out_mask));
-        }
-        let s = self.window_sums(x)?;
-        match out_mask.shaped(4, 2, s.dtype())? {
-            // Windows of padding sum to 0, where the root's gradient is infinite (and
-            // 0 · ∞ = NaN): take the root of 1 there instead, then zero the frame.
-            Some(m) => root(&s.broadcast_add(&m.affine(-1.0, 1.0)?)?, self.p)?
-                .broadcast_mul(&m)
-                .map(|y| (y, out_mask)),
-            None => Ok((root(&s, self.p)?, out_mask)),
-        }
-    }
-}
-
-impl Module for LpPool2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.kt == 1 && self.kf == 1 {
-            self.out_size(x)?;
             return Ok(x.clone());
         }
-        root(&self.window_sums(x)?, self.p)
+        // Only whole windows: trailing rows/columns are cut before pooling, so the
+        // backward of `avg_pool2d` (correct when the size is a multiple of the kernel
+        // and stride = kernel) never sees a remainder.
+        let x = x.narrow(2, 0, to * self.kt)?.narrow(3, 0, fo * self.kf)?;
+        let s =
+            (abs_pow(&x, self.p)?.avg_pool2d((self.kt, self.kf))? * (self.kt * self.kf) as f64)?;
+        root(&s, self.p)
     }
 }
 
