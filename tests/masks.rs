@@ -67,6 +67,9 @@ fn build(json: &str, dtype: DType) -> (VarMap, Box<dyn SedNet>) {
     (map, net)
 }
 
+/// Named output tensors of one clip.
+type Named = Vec<(&'static str, Tensor)>;
+
 /// Named outputs of one clip: index `b` of a batch output, time axes cut to the
 /// clip's `len` frames (and its embedding frames).
 fn clip_outputs(out: &SedOutput, b: usize, len: usize) -> Vec<(&'static str, Tensor)> {
@@ -162,7 +165,7 @@ fn check(json: &str, lengths: &[usize], t: usize, train: bool, grouped: bool) {
         |acc, (b, o)| (acc + clip_loss(o, b)).unwrap(),
     );
     // Reference runs.
-    let (refs, xr): (Vec<Vec<(&'static str, Tensor)>>, Vec<(Var, usize)>) = if grouped {
+    let (refs, xr): (Vec<Named>, Vec<(Var, usize)>) = if grouped {
         let l = lengths[0];
         assert!(lengths.iter().all(|&x| x == l));
         let flat: Vec<f64> = clips.concat();
@@ -173,7 +176,7 @@ fn check(json: &str, lengths: &[usize], t: usize, train: bool, grouped: bool) {
             (0..lengths.len()).map(|b| (x.clone(), b)).collect(),
         )
     } else {
-        let mut refs = Vec::new();
+        let mut refs: Vec<Named> = Vec::new();
         let mut xs = Vec::new();
         for (c, &l) in clips.iter().zip(lengths) {
             let x = Var::from_vec(c.clone(), (1, l, N_MELS), &Device::Cpu).unwrap();

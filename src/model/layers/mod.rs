@@ -5,6 +5,10 @@
 //!
 //! Every layer with a backward pass has a finite-difference gradient check in its
 //! tests: candle 0.11 has silently wrong gradients for some of its own operations.
+//!
+//! Layers that mix or pool along time also run on zero-padded batches of clips of
+//! different lengths (`forward_masked` with a [`TimeMask`]): padding never counts, and
+//! without padding they take exactly their unmasked code.
 
 pub mod activation;
 pub mod affinity_mixup;
