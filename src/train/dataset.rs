@@ -591,8 +591,12 @@ pub struct Batch {
     pub x: Tensor,
     /// 1 for real frames, 0 for padding, `(B, T, 1)`.
     pub mask: Tensor,
-    /// Real frames per clip.
+    /// Real frames per clip (what the losses count).
     pub lengths: Vec<usize>,
+    /// Frames per clip the network treats as valid (`SedNet::forward_masked`): the real
+    /// frames, raised to the network's `min_frames` for a clip shorter than its time
+    /// pooling (those zeros then count as input, as when such a clip is run alone).
+    pub model_lengths: Vec<usize>,
     /// Clip labels `(B, C)` (mixup may make them soft).
     pub weak: Tensor,
     /// Strong frame targets `(B, T, C)` (zero where a clip has none).
@@ -651,7 +655,9 @@ impl Item {
 }
 
 impl Batch {
-    /// Pads `items` to the longest (at least `min_frames`) and builds the tensors.
+    /// Pads `items` with zeros to the longest (at least `min_frames`) and builds the
+    /// tensors; the network masks the padding (`model_lengths`), the losses count
+    /// `lengths`.
     pub fn collate(
         items: &[Item],
         n_mels: usize,
@@ -713,6 +719,10 @@ impl Batch {
             x: Tensor::from_vec(x, (b, t, n_mels), device)?,
             mask: Tensor::from_vec(mask, (b, t, 1), device)?,
             lengths: items.iter().map(|i| i.n_frames).collect(),
+            model_lengths: items
+                .iter()
+                .map(|i| i.n_frames.max(min_frames).max(1))
+                .collect(),
             weak: Tensor::from_vec(weak, (b, n_classes), device)?,
             strong: Tensor::from_vec(strong, (b, t, n_classes), device)?,
             has_strong: Tensor::from_vec(has_strong, (b, 1, 1), device)?,

@@ -6,6 +6,8 @@
 //! (1 = counts, 0 = padding) and returns the mean over the counted elements, so zero
 //! padding never changes a loss. Each is checked against PyTorch in
 //! `tests/train_losses.rs` (golden values from `scripts/golden_losses.py`).
+//! [`per_clip_mean`] averages element losses per clip first, so that a padded batch's
+//! loss is the mean of its clips' losses whatever their lengths.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -24,6 +26,37 @@ pub fn masked_mean(l: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
             num.affine(1.0 / den, 0.0)
         }
     }
+}
+
+/// Mean over clips of each clip's mean of `l (B, …)` over its counted elements
+/// (`mask`, broadcastable to `l`, 1 = counts): every clip weighs the same whatever its
+/// length, so the loss of a padded batch is the mean of its clips' losses. Clips with
+/// nothing counted are left out; with none counted at all the result is 0.
+pub fn per_clip_mean(l: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let b = l.dim(0)?;
+    let m = mask.to_dtype(l.dtype())?.broadcast_as(l.shape())?;
+    let num = (l * &m)?.reshape((b, ()))?.sum(1)?; // (B,)
+    let den: Vec<f64> = m
+        .reshape((b, ()))?
+        .sum(1)?
+        .to_dtype(DType::F64)?
+        .to_vec1()?;
+    let counted = den.iter().filter(|&&d| d > 0.0).count();
+    if counted == 0 {
+        return Tensor::zeros((), l.dtype(), l.device());
+    }
+    let w: Vec<f64> = den
+        .iter()
+        .map(|&d| {
+            if d > 0.0 {
+                1.0 / (d * counted as f64)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let w = Tensor::from_vec(w, b, l.device())?.to_dtype(l.dtype())?;
+    (num * w)?.sum_all()
 }
 
 trait ToScalarF64 {
@@ -71,6 +104,11 @@ pub fn focal(
     alpha: Option<f64>,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    masked_mean(&focal_elementwise(p, y, gamma, alpha)?, mask)
+}
+
+/// Element-wise focal loss (see [`focal`]).
+pub fn focal_elementwise(p: &Tensor, y: &Tensor, gamma: f64, alpha: Option<f64>) -> Result<Tensor> {
     let ce = bce_elementwise(p, y)?;
     let one_m_p = p.affine(-1.0, 1.0)?;
     let one_m_y = y.affine(-1.0, 1.0)?;
@@ -82,7 +120,7 @@ pub fn focal(
         let aw = (y.affine(a, 0.0)? + one_m_y.affine(1.0 - a, 0.0)?)?;
         l = (l * aw)?;
     }
-    masked_mean(&l, mask)
+    Ok(l)
 }
 
 /// Mean squared error (`torch.nn.MSELoss`), over masked elements.

@@ -1,7 +1,13 @@
-//! The training loop, the same for every architecture: batches of padded log-mels with
-//! masks → `SedNet::forward_t(x, true)` → the losses that the outputs allow → AdamW
-//! with gradient clipping → validation (loss and event-based F1 through the daemon's
-//! own post-processing) → ReduceLROnPlateau, early stopping, best checkpoint, resume.
+//! The training loop, the same for every architecture: batches of clips zero-padded to
+//! the longest → `SedNet::forward_masked(x, lengths, true)` (padding never counts in
+//! batch-norm statistics, pooling, attention or recurrences) → the losses that the
+//! outputs allow, over valid frames only → AdamW with gradient clipping → validation
+//! (loss and event-based F1 through the daemon's own post-processing) →
+//! ReduceLROnPlateau, early stopping, best checkpoint, resume.
+//!
+//! Frame-level terms are averaged per clip over its valid frames, then over clips, so
+//! (outside batch-norm's shared statistics and the IFD pairs, which span clips) the
+//! loss of a padded batch is the mean of its clips' losses.
 //!
 //! Losses by output: clip BCE on weak labels always; frame BCE where strong labels exist
 //! (on `aux.frame_secondary`, the SEDB branch, when the network has one, else on
@@ -449,25 +455,20 @@ pub fn batch_loss(
     if lc.frame_bce > 0.0 && has(&batch.has_strong)? {
         let head = out.aux.frame_secondary.as_ref().unwrap_or(&out.frame);
         let m = batch.mask.broadcast_mul(&batch.has_strong)?;
-        let l = loss::bce(head, &batch.strong, Some(&m))?;
+        let l = loss::per_clip_mean(&loss::bce_elementwise(head, &batch.strong)?, &m)?;
         total = (total + (&l * lc.frame_bce)?)?;
         terms.push(("frame_bce", l));
     }
     if lc.focal > 0.0 && has(&batch.has_soft)? {
         let m = batch.mask.broadcast_mul(&batch.has_soft)?;
-        let l = loss::focal(
-            &out.frame,
-            &batch.soft,
-            lc.focal_gamma,
-            lc.focal_alpha,
-            Some(&m),
-        )?;
+        let l = loss::focal_elementwise(&out.frame, &batch.soft, lc.focal_gamma, lc.focal_alpha)?;
+        let l = loss::per_clip_mean(&l, &m)?;
         total = (total + (&l * lc.focal)?)?;
         terms.push(("focal", l));
     }
     if let Some(rec) = &out.aux.reconstruction {
         if lc.reconstruction_alpha > 0.0 {
-            let l = loss::mse(rec, &batch.x, Some(&batch.mask))?;
+            let l = loss::per_clip_mean(&(rec - &batch.x)?.sqr()?, &batch.mask)?;
             total = (total + (&l * lc.reconstruction_alpha)?)?;
             terms.push(("reconstruction", l));
         }
@@ -507,7 +508,7 @@ pub fn train_step(
     lc: &LossConfig,
     grad_clip: f64,
 ) -> Result<(f64, Vec<(&'static str, f64)>)> {
-    let out = net.forward_t(&batch.x, true)?;
+    let out = net.forward_masked(&batch.x, &batch.model_lengths, true)?;
     let (total, terms) = batch_loss(&out, batch, lc)?;
     let lv = f64::from(total.to_scalar::<f32>()?);
     if !lv.is_finite() {
@@ -540,7 +541,13 @@ fn ifd_pairs_of(
     let (b, te, _) = emb.dims3()?;
     let frame: Vec<Vec<Vec<f32>>> = out.frame.detach().to_dtype(DType::F32)?.to_vec3()?;
     let t = frame.first().map_or(0, Vec::len).max(1);
-    let src = |i: usize| ((((i as f64) + 0.5) * t as f64 / te as f64) as usize).min(t - 1);
+    // Valid embedding frames per clip: from the network, else the frames of the clip's
+    // share of the time axis.
+    let lens = &batch.model_lengths;
+    let elens: Vec<usize> = match &out.aux.embedding_lengths {
+        Some(l) => l.clone(),
+        None => lens.iter().map(|&l| (l * te).div_ceil(t)).collect(),
+    };
     let mut labels = Vec::with_capacity(b);
     let mut valid = Vec::with_capacity(b);
     for (k, fr) in frame.iter().enumerate().take(b) {
@@ -549,12 +556,17 @@ fn ifd_pairs_of(
             None => loss::pseudo_strong_labels(fr, &batch.weak_bool[k], lc.ifd_pseudo_threshold),
         };
         let n = full.len().max(1);
+        let len = lens.get(k).copied().unwrap_or(t).clamp(1, t);
+        let elen = elens.get(k).copied().unwrap_or(te).clamp(1, te);
+        // Embedding frame i covers the clip's frames around (i + ½)·len/elen.
+        let src =
+            |i: usize| ((((i as f64) + 0.5) * len as f64 / elen as f64) as usize).min(len - 1);
         labels.push(
             (0..te)
                 .map(|i| full[src(i).min(n - 1)].clone())
                 .collect::<Vec<_>>(),
         );
-        valid.push((batch.lengths[k] * te).div_ceil(t));
+        valid.push(elen);
     }
     Ok(loss::ifd_pairs(
         &batch.weak_bool,
@@ -578,35 +590,37 @@ pub struct Validation {
 /// Frame probabilities `(n_frames, C)` and clip probabilities `(C,)` of one clip.
 pub type ClipPrediction = (Vec<Vec<f32>>, Vec<f32>);
 
-/// Frame probabilities `(n_frames, C)` of every clip of `data`, in clip order. Clips of
-/// equal length are batched; nothing is padded.
+/// Frame probabilities `(n_frames, C)` of every clip of `data`, in clip order. Clips
+/// are sorted by length and batched, each batch zero-padded to its longest clip and
+/// run with masks ([`SedNet::forward_masked`]), so every clip gets what it would get
+/// alone. A clip shorter than the network's `min_frames` is zero-padded to it.
 pub fn predict_frames(
     net: &dyn SedNet,
     data: &Dataset,
     batch_size: usize,
 ) -> Result<Vec<ClipPrediction>> {
     let n_mels = data.features.n_mels;
-    let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, c) in data.clips.iter().enumerate() {
-        by_len.entry(c.n_frames).or_default().push(i);
-    }
+    let mut order: Vec<usize> = (0..data.clips.len()).collect();
+    order.sort_by_key(|&i| data.clips[i].n_frames);
     let mut out = vec![(Vec::new(), Vec::new()); data.clips.len()];
-    for (len, idx) in by_len {
-        for chunk in idx.chunks(batch_size.max(1)) {
-            let t = len.max(net.min_frames());
-            let mut x = vec![0.0f32; chunk.len() * t * n_mels];
-            for (k, &i) in chunk.iter().enumerate() {
-                x[k * t * n_mels..k * t * n_mels + len * n_mels]
-                    .copy_from_slice(&data.clips[i].feats);
-            }
-            let x = Tensor::from_vec(x, (chunk.len(), t, n_mels), &Device::Cpu)?;
-            let o = net.forward_t(&x, false)?;
-            let frames: Vec<Vec<Vec<f32>>> = o.frame.to_vec3()?;
-            let clips: Vec<Vec<f32>> = o.clip.to_vec2()?;
-            for (&i, (mut f, c)) in chunk.iter().zip(frames.into_iter().zip(clips)) {
-                f.truncate(len);
-                out[i] = (f, c);
-            }
+    for chunk in order.chunks(batch_size.max(1)) {
+        let lens: Vec<usize> = chunk
+            .iter()
+            .map(|&i| data.clips[i].n_frames.max(net.min_frames()).max(1))
+            .collect();
+        let t = lens.iter().copied().max().unwrap_or(1);
+        let mut x = vec![0.0f32; chunk.len() * t * n_mels];
+        for (k, &i) in chunk.iter().enumerate() {
+            let feats = &data.clips[i].feats;
+            x[k * t * n_mels..k * t * n_mels + feats.len()].copy_from_slice(feats);
+        }
+        let x = Tensor::from_vec(x, (chunk.len(), t, n_mels), &Device::Cpu)?;
+        let o = net.forward_masked(&x, &lens, false)?;
+        let frames: Vec<Vec<Vec<f32>>> = o.frame.to_vec3()?;
+        let clips: Vec<Vec<f32>> = o.clip.to_vec2()?;
+        for (&i, (mut f, c)) in chunk.iter().zip(frames.into_iter().zip(clips)) {
+            f.truncate(data.clips[i].n_frames);
+            out[i] = (f, c);
         }
     }
     Ok(out)

@@ -15,13 +15,14 @@
 //! affinity gradient in the encoder and/or decoder (Table 7), τ (Table 6), linear or
 //! nearest up-sampling. An affinity is computed only at resolutions some AM uses.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    linear_softmax_pool, mix_decoder, mix_encoder, Affinity, BiGru, ConvBlock, LpPool2d, Upsample,
+    linear_softmax_pool_masked, mix_decoder, mix_encoder, Affinity, BiGru, ConvBlock, LpPool2d,
+    TimeMask, Upsample,
 };
 use crate::model::ModelError;
 
@@ -263,68 +264,63 @@ impl Amn {
         })
     }
 
-    /// Mixes an encoder feature with the affinity `a` when `on`.
-    fn mix_enc(&self, on: bool, a: &Option<Tensor>, x: Tensor) -> Result<Tensor> {
+    /// Mixes an encoder feature (time described by `mask`) with the affinity `a` when
+    /// `on`.
+    fn mix_enc(&self, on: bool, a: &Option<Tensor>, x: Tensor, mask: &TimeMask) -> Result<Tensor> {
         match (on, a) {
             (true, Some(a)) => mix_encoder(
                 a,
                 &x,
                 self.cfg.normalize_encoder_affinity,
                 !self.cfg.encoder_affinity_grad,
+                mask,
             ),
             _ => Ok(x),
         }
     }
 
-    /// Mixes decoder scores with the affinity `a` when `on`.
-    fn mix_dec(&self, on: bool, a: &Option<Tensor>, z: Tensor) -> Result<Tensor> {
+    /// Mixes decoder scores (time described by `mask`) with the affinity `a` when `on`.
+    fn mix_dec(&self, on: bool, a: &Option<Tensor>, z: Tensor, mask: &TimeMask) -> Result<Tensor> {
         match (on, a) {
-            (true, Some(a)) => mix_decoder(a, &z, !self.cfg.decoder_affinity_grad),
+            (true, Some(a)) => mix_decoder(a, &z, !self.cfg.decoder_affinity_grad, mask),
             _ => Ok(z),
         }
     }
 }
 
 impl SedNet for Amn {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let (b, t, f) = x.dims3()?;
-        if f != self.n_mels || t < self.cfg.min_frames() {
-            candle_core::bail!(
-                "AMN input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
-                self.n_mels,
-                self.cfg.min_frames()
-            );
-        }
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        super::check_input("AMN", x, mask, self.n_mels, self.cfg.min_frames())?;
+        let b = x.dim(0)?;
         let (enc, dec) = (self.cfg.encoder_am, self.cfg.decoder_am);
-        let h = x.unsqueeze(1)?;
-        let h = self.pools[0].forward(&self.blocks[0].forward_t(&h, train)?)?; // 1/2
+        let h = self.blocks[0].forward_masked(&x.unsqueeze(1)?, mask, train)?;
+        let (h, m_half) = self.pools[0].forward_masked(&h, mask)?; // 1/2
         let a_half = match &self.aff_half {
-            Some(a) => Some(a.forward(&h)?),
+            Some(a) => Some(a.forward_masked(&h, &m_half)?),
             None => None,
         };
-        let h = self.blocks[1].forward_t(&h, train)?;
-        let h = self.mix_enc(enc.half, &a_half, h)?;
-        let t_half = h.dim(2)?;
-        let h = self.pools[1].forward(&h)?; // 1/4
+        let h = self.blocks[1].forward_masked(&h, &m_half, train)?;
+        let h = self.mix_enc(enc.half, &a_half, h, &m_half)?;
+        let (h, m_quarter) = self.pools[1].forward_masked(&h, &m_half)?; // 1/4
         let a_quarter = match &self.aff_quarter {
-            Some(a) => Some(a.forward(&h)?),
+            Some(a) => Some(a.forward_masked(&h, &m_quarter)?),
             None => None,
         };
-        let h = self.blocks[2].forward_t(&h, train)?;
-        let h = self.mix_enc(enc.quarter, &a_quarter, h)?;
-        let h = self.pools[2].forward(&h)?;
+        let h = self.blocks[2].forward_masked(&h, &m_quarter, train)?;
+        let h = self.mix_enc(enc.quarter, &a_quarter, h, &m_quarter)?;
+        let (h, m_gru) = self.pools[2].forward_masked(&h, &m_quarter)?;
         let (_, c, tq, fq) = h.dims4()?;
         let h = h.permute((0, 2, 1, 3))?.reshape((b, tq, c * fq))?;
-        let h = self.gru.forward_t(&h, train)?;
+        let h = self.gru.forward_masked(&h, &m_gru)?;
         let z = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?;
-        let z = self.mix_dec(dec.quarter, &a_quarter, z)?;
-        let z = self.cfg.upsample.apply(&z, 1, t_half)?;
-        let z = self.mix_dec(dec.half, &a_half, z)?;
-        let z = self.cfg.upsample.apply(&z, 1, t)?;
+        let z = self.mix_dec(dec.quarter, &a_quarter, z, &m_quarter)?;
+        let z = self.cfg.upsample.apply_masked(&z, &m_quarter, &m_half)?;
+        let z = self.mix_dec(dec.half, &a_half, z, &m_half)?;
+        let z = self.cfg.upsample.apply_masked(&z, &m_half, mask)?;
         let frame = z.clamp(1e-7, 1.0)?;
-        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
+        let clip = linear_softmax_pool_masked(&frame, mask)?.clamp(1e-7, 1.0)?;
         Ok(SedOutput {
-            frame,
+            frame: mask.zero(&frame, 1)?,
             clip,
             aux: AuxOutputs::default(),
         })
@@ -493,5 +489,31 @@ mod tests {
             .get(data["affinity.quarter.proj.weight"].as_tensor())
             .is_none());
         assert!(grads.get(data["out.weight"].as_tensor()).is_some());
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = Amn::new(&tiny(), 4, 2, vb).unwrap();
+        let lengths = [9, 4];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 9, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }
 }

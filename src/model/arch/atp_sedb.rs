@@ -18,13 +18,13 @@
 //! or pools; the defaults (128 filters 3×3, max-pool (1,4) after each block, so 64 mels
 //! pool to one band and the frame rate is kept) are this crate's choice.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::crnn::PoolSize;
 use super::{AuxOutputs, SedNet, SedOutput};
-use crate::model::layers::{interpolate_linear, AtpHead, Conv2dGeometry, ConvBnRelu, MaxPool2d};
+use crate::model::layers::{AtpHead, Conv2dGeometry, ConvBnRelu, MaxPool2d, TimeMask, Upsample};
 use crate::model::ModelError;
 
 /// One encoder block: conv → BN → ReLU and the max pool after it, if any.
@@ -281,48 +281,59 @@ impl AtpSedb {
 
     /// The encoder's frame embeddings `h (B, T', D)` of log-mels `x (B, T, F)`.
     pub fn embed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (b, t, f) = x.dims3()?;
-        if f != self.n_mels || t < self.min_frames {
-            candle_core::bail!(
-                "ATP-SEDB input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
-                self.n_mels,
-                self.min_frames
-            );
-        }
-        let mut h = x.unsqueeze(1)?;
+        let (b, t, _) = x.dims3()?;
+        let full = TimeMask::full(b, t, x.dtype(), x.device());
+        Ok(self.embed_masked(x, &full, train)?.0)
+    }
+
+    /// [`AtpSedb::embed`] of a zero-padded batch whose valid frames `mask` describes:
+    /// the embeddings, zero at padded frames, and their mask.
+    pub fn embed_masked(
+        &self,
+        x: &Tensor,
+        mask: &TimeMask,
+        train: bool,
+    ) -> Result<(Tensor, TimeMask)> {
+        super::check_input("ATP-SEDB", x, mask, self.n_mels, self.min_frames)?;
+        let b = x.dim(0)?;
+        // The first convolution reads the input's padding: make it zero.
+        let mut h = mask.zero(x, 1)?.unsqueeze(1)?;
+        let mut m = mask.clone();
         for (block, pool) in &self.encoder {
-            h = block.forward_t(&h, train)?;
+            h = block.forward_masked(&h, &m, train)?;
+            m = block.out_mask(&m)?;
             if let Some(pool) = pool {
-                h = pool.forward(&h)?;
+                (h, m) = pool.forward_masked(&h, &m)?;
             }
         }
         let (_, c, tp, fp) = h.dims4()?;
-        h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))
+        let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
+        Ok((h, m))
     }
 }
 
 impl SedNet for AtpSedb {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let t = x.dim(1)?;
-        let h = self.embed(x, train)?;
-        let atp = self.atp.forward(&h)?;
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        let (h, hm) = self.embed_masked(x, mask, train)?;
+        let atp = self.atp.forward_masked(&h, &hm)?;
+        let up = |f: &Tensor| Upsample::Linear.apply_masked(f, &hm, mask);
         let frame_secondary = match &self.sedb {
-            Some(lin) => Some(interpolate_linear(
-                &candle_nn::ops::sigmoid(&lin.forward(&h)?)?,
-                1,
-                t,
-            )?),
+            Some(lin) => Some(up(&candle_nn::ops::sigmoid(&lin.forward(&h)?)?)?),
             None => None,
         };
-        let embeddings = match &self.projection {
-            Some(lin) => Some(lin.forward(&h)?),
-            None => None,
+        let (embeddings, embedding_lengths) = match &self.projection {
+            Some(lin) => (
+                Some(hm.zero(&lin.forward(&h)?, 1)?),
+                Some(hm.lengths().to_vec()),
+            ),
+            None => (None, None),
         };
         Ok(SedOutput {
-            frame: interpolate_linear(&atp.frame, 1, t)?,
+            frame: up(&atp.frame)?,
             clip: atp.clip,
             aux: AuxOutputs {
                 embeddings,
+                embedding_lengths,
                 frame_secondary,
                 ..AuxOutputs::default()
             },
@@ -473,5 +484,31 @@ mod tests {
             1e-5,
         );
         gradcheck::check(&map, &[("x", &x)], out(|o| o.aux.embeddings.unwrap()), 1e-5);
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = AtpSedb::new(&tiny(true, true), 4, 2, vb).unwrap();
+        let lengths = [5, 3];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }
 }

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use super::crnn::{validate_blocks, CrnnBlock, PoolSize};
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, AdditiveAttention, CrnnEncoder, EncoderBlock,
-    EncoderSpec,
+    linear_softmax_pool_masked, AdditiveAttention, CrnnEncoder, EncoderBlock, EncoderSpec,
+    TimeMask, Upsample,
 };
 use crate::model::ModelError;
 
@@ -324,57 +324,95 @@ impl ContextAttention {
 
     /// Local features of every frame, `(B, T, Dq)`: the local CRNN on each target
     /// segment, resampled to the segment's frames and put back in window order.
+    #[cfg(test)]
     fn local_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        self.local_features_masked(x, &TimeMask::full(b, t, x.dtype(), x.device()), train)
+    }
+
+    /// Local features of a zero-padded batch, `(B, T, Dq)`, zero at padded frames:
+    /// each clip is tiled by its own target segments (of `min(segment_frames, len)`
+    /// frames, see [`segment_starts`]), the segments of all clips run through the local
+    /// CRNN as one padded batch, and each frame takes the features of its segment.
+    fn local_features_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
         let (b, t, f) = x.dims3()?;
-        let l = self.segment_frames.min(t);
-        let starts = segment_starts(t, l);
-        let n = starts.len();
-        let segs: Vec<Tensor> = starts
-            .iter()
-            .map(|&s| x.narrow(1, s, l))
-            .collect::<Result<_>>()?;
-        let segs = Tensor::stack(&segs, 1)?.reshape((b * n, l, f))?;
-        let q = self.local.forward_t(&segs, train)?; // (B·n, L', Dq)
-        let q = interpolate_linear(&q, 1, l)?; // (B·n, L, Dq)
-        let dq = q.dim(2)?;
-        if n == 1 {
-            return q.reshape((b, t, dq));
+        let l_max = self.segment_frames.min(t);
+        // Rows of x (B·T, F) that make the segments (N·L_max, F); rows past a short
+        // segment's end are padding (the encoder never reads them).
+        let mut rows: Vec<u32> = Vec::new();
+        let mut seg_lens: Vec<usize> = Vec::new();
+        // Per clip: index of its first segment, its starts and its segment length.
+        let mut tiling: Vec<(usize, Vec<usize>, usize)> = Vec::with_capacity(b);
+        for (bi, &len) in mask.lengths().iter().enumerate() {
+            let l = self.segment_frames.min(len);
+            let starts = segment_starts(len, l);
+            for &s0 in &starts {
+                rows.extend((0..l_max).map(|j| (bi * t + s0 + j.min(l - 1)) as u32));
+                seg_lens.push(l);
+            }
+            tiling.push((seg_lens.len() - starts.len(), starts, l));
         }
-        let q = q.reshape((b, n * l, dq))?;
-        let idx: Vec<u32> = (0..t)
-            .map(|j| {
-                let i = if j >= t - l { n - 1 } else { j / l };
-                (i * l + j - starts[i]) as u32
-            })
-            .collect();
-        q.index_select(&Tensor::from_vec(idx, t, x.device())?, 1)
+        let n = seg_lens.len();
+        let segs = if n == b && l_max == t {
+            x.clone() // one segment per clip: the clip itself
+        } else {
+            x.reshape((b * t, f))?
+                .index_select(&Tensor::from_vec(rows, n * l_max, x.device())?, 0)?
+                .reshape((n, l_max, f))?
+        };
+        let seg_mask = mask.with_lengths(seg_lens, l_max)?;
+        let (q, qm) = self.local.forward_masked(&segs, &seg_mask, train)?; // (N, L', Dq)
+        let q = Upsample::Linear.apply_masked(&q, &qm, &seg_mask)?; // (N, L_max, Dq)
+        let dq = q.dim(2)?;
+        if n == b && l_max == t {
+            return Ok(q);
+        }
+        let mut idx: Vec<u32> = Vec::with_capacity(b * t);
+        for (&len, (first, starts, l)) in mask.lengths().iter().zip(&tiling) {
+            let k = starts.len();
+            for j in 0..t {
+                let row = if j < len {
+                    let i = if j >= len - l { k - 1 } else { j / l };
+                    (first + i) * l_max + j - starts[i]
+                } else {
+                    0 // padding, zeroed below
+                };
+                idx.push(row as u32);
+            }
+        }
+        let q = q
+            .reshape((n * l_max, dq))?
+            .index_select(&Tensor::from_vec(idx, b * t, x.device())?, 0)?
+            .reshape((b, t, dq))?;
+        mask.zero(&q, 1)
     }
 }
 
 impl SedNet for ContextAttention {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let (_, t, f) = x.dims3()?;
-        if f != self.n_mels || t < self.min_frames {
-            candle_core::bail!(
-                "context-attention input is (batch, {t} frames, {f} mels); it needs {} mels \
-                 and ≥ {} frames",
-                self.n_mels,
-                self.min_frames
-            );
-        }
-        let q = self.local_features(x, train)?; // (B, T, Dq)
-        let k = self.global.forward_t(x, train)?; // (B, T'', Dk)
-        let att = self.attention.forward(&q, &k, &k)?;
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        super::check_input("context-attention", x, mask, self.n_mels, self.min_frames)?;
+        let q = self.local_features_masked(x, mask, train)?; // (B, T, Dq)
+        let (k, km) = self.global.forward_masked(x, mask, train)?; // (B, T'', Dk)
+        let att = self.attention.forward_masked(&q, &k, &k, &km)?;
         let z = Tensor::cat(&[&q, &att.context], 2)?; // (B, T, Dq + Dk)
         let logits = self.fc2.forward(&self.fc1.forward(&z)?.relu()?)?;
         let frame = candle_nn::ops::sigmoid(&logits)?.clamp(1e-7, 1.0)?;
-        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
+        let clip = linear_softmax_pool_masked(&frame, mask)?.clamp(1e-7, 1.0)?;
         let scene_logits = match &self.scene {
-            Some(lin) => Some(lin.forward(&z.mean(1)?)?),
+            Some(lin) => {
+                let pooled = if mask.is_padded() {
+                    mask.zero(&z, 1)?
+                        .sum(1)?
+                        .broadcast_div(&mask.lengths_tensor(2, z.dtype())?)?
+                } else {
+                    z.mean(1)?
+                };
+                Some(lin.forward(&pooled)?)
+            }
             None => None,
         };
         Ok(SedOutput {
-            frame,
+            frame: mask.zero(&frame, 1)?,
             clip,
             aux: AuxOutputs {
                 scene_logits,
@@ -522,5 +560,31 @@ mod tests {
             out(|o| o.aux.scene_logits.unwrap()),
             1e-5,
         );
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = ContextAttention::new(&tiny(2), 4, 2, vb).unwrap();
+        let lengths = [5, 3];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }
 }

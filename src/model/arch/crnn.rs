@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    interpolate_linear, linear_softmax_pool, CrnnEncoder, EncoderBlock, EncoderSpec,
+    linear_softmax_pool_masked, CrnnEncoder, EncoderBlock, EncoderSpec, TimeMask, Upsample,
 };
 use crate::model::ModelError;
 
@@ -253,19 +253,12 @@ impl Crnn {
 }
 
 impl SedNet for Crnn {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        let (_, t, f) = x.dims3()?;
-        if f != self.n_mels || t < self.min_frames {
-            candle_core::bail!(
-                "CRNN input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ {} frames",
-                self.n_mels,
-                self.min_frames
-            );
-        }
-        let h = self.encoder.forward_t(x, train)?;
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        super::check_input("CRNN", x, mask, self.n_mels, self.min_frames)?;
+        let (h, hm) = self.encoder.forward_masked(x, mask, train)?;
         let frame = candle_nn::ops::sigmoid(&self.out.forward(&h)?)?.clamp(1e-7, 1.0)?;
-        let clip = linear_softmax_pool(&frame, 1)?.clamp(1e-7, 1.0)?;
-        let frame = interpolate_linear(&frame, 1, t)?;
+        let clip = linear_softmax_pool_masked(&frame, &hm)?.clamp(1e-7, 1.0)?;
+        let frame = Upsample::Linear.apply_masked(&frame, &hm, mask)?;
         Ok(SedOutput {
             frame,
             clip,
@@ -395,5 +388,31 @@ mod tests {
         gradcheck::check(&map, &[("x", &x)], frame, 1e-5);
         let clip = || net.forward_t(x.as_tensor(), true).map(|o| o.clip);
         gradcheck::check(&map, &[("x", &x)], clip, 1e-5);
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = Crnn::new(&tiny(), 4, 2, vb).unwrap();
+        let lengths = [5, 2, 4];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[3, 5, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }
 }

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::ShapeRecorder;
+use super::layers::{ShapeRecorder, TimeMask};
 use super::ModelError;
 
 pub mod amn;
@@ -122,7 +122,44 @@ pub(crate) fn check_conv_params(
     Ok(())
 }
 
+/// Checks a network's input `x (B, T, F)` and its `mask`: `n_mels` bands, at least
+/// `min_frames` frames, and every clip at least `min_frames` valid frames (`name` is
+/// the architecture's name in the message).
+pub(crate) fn check_input(
+    name: &str,
+    x: &Tensor,
+    mask: &TimeMask,
+    n_mels: usize,
+    min_frames: usize,
+) -> candle_core::Result<()> {
+    let (b, t, f) = x.dims3()?;
+    if f != n_mels || t < min_frames {
+        candle_core::bail!(
+            "{name} input is (batch, {t} frames, {f} mels); it needs {n_mels} mels and ≥ {min_frames} frames"
+        );
+    }
+    if mask.batch() != b || mask.frames() != t {
+        candle_core::bail!(
+            "{name}: mask of {} clips × {} frames for an input of {b} × {t}",
+            mask.batch(),
+            mask.frames()
+        );
+    }
+    if mask.min_len() < min_frames {
+        candle_core::bail!(
+            "{name}: a clip has {} valid frames; the network needs ≥ {min_frames} \
+             (zero-pad a shorter clip to {min_frames} frames and count them as valid)",
+            mask.min_len()
+        );
+    }
+    Ok(())
+}
+
 /// Outputs of a SED network for a batch of `B` windows of `T` frames and `C` classes.
+///
+/// For a zero-padded batch ([`SedNet::forward_masked`]) every output at a clip's valid
+/// frames, and every clip-level output, equals that of the clip run alone unpadded;
+/// frame-level outputs are zero at padded frames.
 #[derive(Debug, Clone)]
 pub struct SedOutput {
     /// Frame-level (strong) probabilities at the input frame rate, `(B, T, C)`.
@@ -140,6 +177,8 @@ pub struct AuxOutputs {
     pub reconstruction: Option<Tensor>,
     /// Frame embeddings for the IFD metric loss (ATP-SEDB), `(B, T', D)`.
     pub embeddings: Option<Tensor>,
+    /// Valid embedding frames of each clip (with `embeddings`; `T'` each unpadded).
+    pub embedding_lengths: Option<Vec<usize>>,
     /// Frame probabilities of a second, frame-level head (the SED branch of
     /// ATP-SEDB), `(B, T, C)`.
     pub frame_secondary: Option<Tensor>,
@@ -149,9 +188,37 @@ pub struct AuxOutputs {
 
 /// A sound event detection network.
 pub trait SedNet: Send + Sync {
-    /// Runs the network on log-mel frames `x (B, T, F)`, `T ≥ min_frames()`.
+    /// Runs the network on a zero-padded batch of log-mel frames `x (B, T, F)` whose
+    /// valid frames `mask` describes (each clip ≥ `min_frames()` valid frames).
+    /// Padding never counts: batch-norm statistics, pools and softmaxes over time and
+    /// the recurrences see each clip's valid frames only (see [`SedOutput`]). `train`
+    /// selects training behaviour (batch statistics, running-stat updates).
+    fn forward_with_mask(
+        &self,
+        x: &Tensor,
+        mask: &TimeMask,
+        train: bool,
+    ) -> candle_core::Result<SedOutput>;
+
+    /// [`SedNet::forward_with_mask`] for clips of `lengths` frames (one per batch row,
+    /// each `min_frames()..=T`), zero-padded to `T`.
+    fn forward_masked(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        train: bool,
+    ) -> candle_core::Result<SedOutput> {
+        self.forward_with_mask(x, &TimeMask::for_input(x, lengths)?, train)
+    }
+
+    /// Runs the network on log-mel frames `x (B, T, F)`, `T ≥ min_frames()`, none of
+    /// them padding (the same code as [`SedNet::forward_with_mask`], without mask work).
     /// `train` selects training behaviour (batch statistics, running-stat updates).
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<SedOutput>;
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<SedOutput> {
+        let (b, t, _) = x.dims3()?;
+        self.forward_with_mask(x, &TimeMask::full(b, t, x.dtype(), x.device()), train)
+    }
+
     /// Fewest frames `T` the network accepts (its pools must not produce 0 frames).
     fn min_frames(&self) -> usize;
 }

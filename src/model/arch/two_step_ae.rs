@@ -16,13 +16,13 @@
 //! `gwrp`) of the frequency step's per-frame probabilities, which are then the frame
 //! output. No layer pools time, so any `T ≥ 1` works and frames stay at the input rate.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    AttentionPool, ClipPooling, Conv2d, Conv2dGeometry, ConvDecoder, FrequencyAttention,
+    AttentionPool, ClipPooling, Conv2d, Conv2dGeometry, ConvDecoder, FrequencyAttention, TimeMask,
     TwoStepAttentionPool, VggStack,
 };
 use crate::model::ModelError;
@@ -264,34 +264,45 @@ impl TwoStepAe {
     /// Runs the network on `x (B, T, F)`; the reconstruction is computed when
     /// `reconstruct` is true.
     pub fn forward_all(&self, x: &Tensor, train: bool, reconstruct: bool) -> Result<SedOutput> {
-        let (_, t, f) = x.dims3()?;
-        if f != self.n_mels || t == 0 {
-            candle_core::bail!(
-                "2APAE input is (batch, {t} frames, {f} mels); it needs {} mels and ≥ 1 frame",
-                self.n_mels
-            );
-        }
-        let h = self.encoder.forward_t(&x.unsqueeze(1)?, train)?; // (B, 256, T, F)
+        let (b, t, _) = x.dims3()?;
+        let full = TimeMask::full(b, t, x.dtype(), x.device());
+        self.forward_all_masked(x, &full, train, reconstruct)
+    }
+
+    /// [`TwoStepAe::forward_all`] on a zero-padded batch whose valid frames `mask`
+    /// describes (see [`SedNet::forward_with_mask`]); the reconstruction is zero at
+    /// padded frames.
+    pub fn forward_all_masked(
+        &self,
+        x: &Tensor,
+        mask: &TimeMask,
+        train: bool,
+        reconstruct: bool,
+    ) -> Result<SedOutput> {
+        super::check_input("2APAE", x, mask, self.n_mels, 1)?;
+        // The first convolution reads the input's padding: make it zero.
+        let x = mask.zero(x, 1)?;
+        let h = self.encoder.forward_masked(&x.unsqueeze(1)?, mask, train)?; // (B, 256, T, F)
         let z = self.class_conv.forward(&h)?; // (B, K, T, F)
         let (frame, clip) = match &self.head {
-            Head::TwoStep(p) => p.forward(&z)?,
+            Head::TwoStep(p) => p.forward_masked(&z, mask)?,
             Head::Attention(freq, time) => {
                 let p1 = freq.forward(&z)?.transpose(1, 2)?.contiguous()?;
-                time.forward(&p1)?
+                time.forward_masked(&p1, mask)?
             }
             Head::Pool(freq, pool) => {
                 let p1 = freq.forward(&z)?.transpose(1, 2)?.contiguous()?;
-                let clip = pool.pool(&p1, 1)?;
+                let clip = pool.pool_masked(&p1, mask)?;
                 (p1, clip)
             }
         };
         let reconstruction = if reconstruct {
-            Some(self.decoder.forward_t(&h, train)?)
+            Some(self.decoder.forward_masked(&h, mask, train)?)
         } else {
             None
         };
         Ok(SedOutput {
-            frame: frame.clamp(1e-7, 1.0)?,
+            frame: mask.zero(&frame.clamp(1e-7, 1.0)?, 1)?,
             clip: clip.clamp(1e-7, 1.0)?,
             aux: AuxOutputs {
                 reconstruction,
@@ -304,8 +315,8 @@ impl TwoStepAe {
 impl SedNet for TwoStepAe {
     /// Frame and clip probabilities; `aux.reconstruction` `(B, T, F)` in training mode
     /// only (inference skips the decoder, about half of the work).
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<SedOutput> {
-        self.forward_all(x, train, train)
+    fn forward_with_mask(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<SedOutput> {
+        self.forward_all_masked(x, mask, train, train)
     }
 
     fn min_frames(&self) -> usize {
@@ -404,5 +415,31 @@ mod tests {
             };
             gradcheck::check(&map, &[("x", &x)], all, 1e-5);
         }
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &Device::Cpu);
+        let net = TwoStepAe::new(&tiny(ClipHead::Gwrp { r: 0.5 }), 4, 2, vb).unwrap();
+        let lengths = [2, 3];
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 4], 3)).unwrap();
+        let all = || {
+            let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
+            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+            for t in [
+                o.aux.reconstruction,
+                o.aux.frame_secondary,
+                o.aux.embeddings,
+                o.aux.scene_logits,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                parts.push(t.flatten_all()?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }
 }

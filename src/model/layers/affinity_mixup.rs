@@ -12,10 +12,11 @@
 //! Gradients flow through `A` unless the mixing is told to detach it (the paper's
 //! Table 7 ablation, where event-F1 collapses without them).
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, Conv2dGeometry};
+use super::mask::TimeMask;
 
 /// The affinity of one time resolution: a bias-free 1×1 projection `W (c, b)` (tensor
 /// `proj.weight`, shape `(c, b, 1, 1)`) and the temperature τ.
@@ -45,6 +46,13 @@ impl Affinity {
     /// The affinity matrices `A (B, c, t, t)` of feature `x (B, b, t, f)` (eq. 3);
     /// each row sums to 1.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t) = (x.dim(0)?, x.dim(2)?);
+        self.forward_masked(x, &TimeMask::full(b, t, x.dtype(), x.device()))
+    }
+
+    /// [`Affinity::forward`] of a padded batch (time on axis 2 of `x`): the softmax of
+    /// each row runs over valid frames only, so padded frames get affinity 0.
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<Tensor> {
         let f = x.dim(3)?;
         let xt = self.proj.forward(x)?; // (B, c, t, f)
         let sq = xt.sqr()?.sum_keepdim(3)?; // (B, c, t, 1)
@@ -54,7 +62,7 @@ impl Affinity {
             .sub(&(gram * 2.0)?)?
             .relu()?; // rounding can make the diagonal slightly negative
         let logits = (d2 * (-1.0 / (self.tau * (f as f64).sqrt())))?;
-        candle_nn::ops::softmax(&logits, D::Minus1)
+        mask.softmax(&logits, 3)
     }
 }
 
@@ -62,10 +70,18 @@ impl Affinity {
 /// `Ã = mean_c exp(A_c)` of `a (B, c, t, t)` (eq. 4): `x'[·, i] = Σ_j Ã[i, j] x[·, j]`
 /// for every channel. With `normalize`, each row of `Ã` is divided by its sum (the
 /// paper states `Ã ∈ [0, 1]`, which eq. 4 alone does not give). With `detach`, no
-/// gradient flows into `a`.
-pub fn mix_encoder(a: &Tensor, x: &Tensor, normalize: bool, detach: bool) -> Result<Tensor> {
+/// gradient flows into `a`. `mask` describes the time axis (padded frames `j` get
+/// weight 0 in `Ã`, and padded rows of the output are zero).
+pub fn mix_encoder(
+    a: &Tensor,
+    x: &Tensor,
+    normalize: bool,
+    detach: bool,
+    mask: &TimeMask,
+) -> Result<Tensor> {
     let a = if detach { a.detach() } else { a.clone() };
-    let mut at = a.exp()?.mean(1)?; // (B, t, t)
+    // exp(0) = 1: the masked columns must be zeroed after the exponential.
+    let mut at = mask.zero(&a.exp()?.mean(1)?, 2)?; // (B, t, t)
     if normalize {
         at = at.broadcast_div(&at.sum_keepdim(2)?)?;
     }
@@ -79,15 +95,19 @@ pub fn mix_encoder(a: &Tensor, x: &Tensor, normalize: bool, detach: bool) -> Res
     }
     // (B, t, t) × (B, t, c·f) after moving time first: one batched product.
     let xt = x.permute((0, 2, 1, 3))?.reshape((b, t, c * f))?;
-    at.matmul(&xt)?
+    let y = at
+        .matmul(&xt)?
         .reshape((b, t, c, f))?
         .permute((0, 2, 1, 3))?
-        .contiguous()
+        .contiguous()?;
+    mask.zero(&y, 2)
 }
 
 /// Mixes decoder frame scores `z (B, t, c)` with the per-class affinity `a (B, c, t, t)`:
 /// `z̃[i, k] = Σ_j A[k, i, j] z[j, k]`. With `detach`, no gradient flows into `a`.
-pub fn mix_decoder(a: &Tensor, z: &Tensor, detach: bool) -> Result<Tensor> {
+/// `mask` describes the time axis (an `a` from [`Affinity::forward_masked`] is already
+/// zero at padded `j`; padded rows of the output are zero).
+pub fn mix_decoder(a: &Tensor, z: &Tensor, detach: bool, mask: &TimeMask) -> Result<Tensor> {
     let a = if detach { a.detach() } else { a.clone() };
     let (b, t, c) = z.dims3()?;
     if a.dims() != [b, c, t, t] {
@@ -98,15 +118,21 @@ pub fn mix_decoder(a: &Tensor, z: &Tensor, detach: bool) -> Result<Tensor> {
         );
     }
     let zc = z.transpose(1, 2)?.contiguous()?.unsqueeze(3)?; // (B, c, t, 1)
-    a.matmul(&zc)?.squeeze(3)?.transpose(1, 2)?.contiguous()
+    let y = a.matmul(&zc)?.squeeze(3)?.transpose(1, 2)?.contiguous()?;
+    mask.zero(&y, 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::D;
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
+
+    fn full(b: usize, t: usize) -> TimeMask {
+        TimeMask::full(b, t, DType::F64, &Device::Cpu)
+    }
 
     #[test]
     fn affinity_matches_its_definition() {
@@ -151,7 +177,7 @@ mod tests {
         let x = gradcheck::rand_tensor(&[1, 2, 3, 2], 5);
         let xv: Vec<Vec<Vec<f64>>> = x.squeeze(0).unwrap().to_vec3().unwrap();
         for normalize in [false, true] {
-            let y: Vec<Vec<Vec<f64>>> = mix_encoder(&a, &x, normalize, false)
+            let y: Vec<Vec<Vec<f64>>> = mix_encoder(&a, &x, normalize, false, &full(1, 3))
                 .unwrap()
                 .squeeze(0)
                 .unwrap()
@@ -172,7 +198,7 @@ mod tests {
         }
         let z = gradcheck::rand_tensor(&[1, 3, 2], 6);
         let zv: Vec<Vec<f64>> = z.squeeze(0).unwrap().to_vec2().unwrap();
-        let y: Vec<Vec<f64>> = mix_decoder(&a, &z, false)
+        let y: Vec<Vec<f64>> = mix_decoder(&a, &z, false, &full(1, 3))
             .unwrap()
             .squeeze(0)
             .unwrap()
@@ -200,8 +226,8 @@ mod tests {
                 &[("x", &x), ("xe", &xe), ("z", &z)],
                 || {
                     let a = aff.forward(x.as_tensor())?;
-                    let e = mix_encoder(&a, xe.as_tensor(), normalize, false)?;
-                    let d = mix_decoder(&a, z.as_tensor(), false)?;
+                    let e = mix_encoder(&a, xe.as_tensor(), normalize, false, &full(2, 4))?;
+                    let d = mix_decoder(&a, z.as_tensor(), false, &full(2, 4))?;
                     Tensor::cat(&[e.flatten_all()?, d.flatten_all()?], 0)
                 },
                 1e-5,
@@ -217,7 +243,7 @@ mod tests {
         let x = gradcheck::rand_tensor(&[1, 2, 4, 3], 1);
         let z = Var::from_tensor(&gradcheck::rand_tensor(&[1, 4, 2], 3)).unwrap();
         let a = aff.forward(&x).unwrap();
-        let loss = mix_decoder(&a, z.as_tensor(), true)
+        let loss = mix_decoder(&a, z.as_tensor(), true, &full(1, 4))
             .unwrap()
             .sum_all()
             .unwrap();
@@ -227,13 +253,13 @@ mod tests {
             .clone();
         assert!(grads.get(&w).is_none());
         assert!(grads.get(z.as_tensor()).is_some());
-        let loss = mix_decoder(&a, z.as_tensor(), false)
+        let loss = mix_decoder(&a, z.as_tensor(), false, &full(1, 4))
             .unwrap()
             .sum_all()
             .unwrap();
         // Row sums of A are 1, so Σ z̃ depends on A only through z: use a weighted loss.
         let loss = (loss
-            + (mix_decoder(&a, z.as_tensor(), false)
+            + (mix_decoder(&a, z.as_tensor(), false, &full(1, 4))
                 .unwrap()
                 .sqr()
                 .unwrap())
@@ -242,5 +268,57 @@ mod tests {
         .unwrap();
         let grads = loss.backward().unwrap();
         assert!(grads.get(&w).is_some());
+    }
+
+    #[test]
+    fn masked_affinity_and_mixing_equal_each_sequence_alone_and_gradient_check() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &Device::Cpu);
+        let aff = Affinity::new(2, 2, 1.0, vb).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let x = Var::from_tensor(
+            &mask
+                .zero(&gradcheck::rand_tensor(&[2, 2, 4, 3], 1), 2)
+                .unwrap(),
+        )
+        .unwrap();
+        let xe = gradcheck::rand_tensor(&[2, 3, 4, 2], 2);
+        let z = gradcheck::rand_tensor(&[2, 4, 2], 3);
+        for normalize in [false, true] {
+            let a = aff.forward_masked(x.as_tensor(), &mask).unwrap();
+            let e = mix_encoder(&a, &xe, normalize, false, &mask).unwrap();
+            let d = mix_decoder(&a, &z, false, &mask).unwrap();
+            for (b, &l) in lengths.iter().enumerate() {
+                let one = full(1, l);
+                let ab = aff
+                    .forward(&gradcheck::valid_row(x.as_tensor(), b, 2, l))
+                    .unwrap();
+                let we = mix_encoder(
+                    &ab,
+                    &gradcheck::valid_row(&xe, b, 2, l),
+                    normalize,
+                    false,
+                    &one,
+                );
+                let wd = mix_decoder(&ab, &gradcheck::valid_row(&z, b, 1, l), false, &one);
+                let row = |t: &Tensor, dim| gradcheck::valid_row(t, b, dim, l);
+                gradcheck::assert_close(&row(&e, 2), &we.unwrap(), 1e-12, "encoder mix");
+                gradcheck::assert_close(&row(&d, 1), &wd.unwrap(), 1e-12, "decoder mix");
+            }
+            gradcheck::check_masked(
+                &map,
+                ("x", &x),
+                2,
+                &lengths,
+                || {
+                    let a = aff.forward_masked(x.as_tensor(), &mask)?;
+                    let e = mix_encoder(&a, &xe, normalize, false, &mask)?;
+                    let d = mix_decoder(&a, &z, false, &mask)?;
+                    Tensor::cat(&[e.flatten_all()?, d.flatten_all()?], 0)
+                },
+                1e-5,
+            );
+        }
     }
 }

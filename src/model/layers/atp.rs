@@ -21,6 +21,8 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Output of [`AtpHead::forward`].
 #[derive(Debug, Clone)]
 pub struct AtpOutput {
@@ -96,6 +98,14 @@ impl AtpHead {
 
     /// Pools embeddings `h (B, T, D)` into clip and frame probabilities.
     pub fn forward(&self, h: &Tensor) -> Result<AtpOutput> {
+        let (b, t, _) = h.dims3()?;
+        self.forward_masked(h, &TimeMask::full(b, t, h.dtype(), h.device()))
+    }
+
+    /// [`AtpHead::forward`] of a padded batch: the attention over time gives padded
+    /// frames weight 0, so each clip is pooled over its valid frames only (frame
+    /// probabilities at padded frames are left as computed).
+    pub fn forward_masked(&self, h: &Tensor, mask: &TimeMask) -> Result<AtpOutput> {
         let (b, t, d) = h.dims3()?;
         let dtype = h.dtype();
         let bias = |lin: &Linear| -> Result<Tensor> {
@@ -124,10 +134,10 @@ impl AtpHead {
             .matmul(&w_cla.t()?)?
             .broadcast_add(&bias(&self.cla)?)?
             .reshape((b, t, c))?;
-        let alpha = candle_nn::ops::softmax(&a, 1)?; // over time
-                                                     // Clip logit: u_c · Σ_t α_c(t) (m_c ⊙ h_t) = Σ_t α_c(t) (u_c ⊙ m_c) · h_t
-                                                     //           = Σ_t α_c(t) · frame_logit_c(t) − d_c Σ_t α_c(t) + d_c, and Σ_t α = 1,
-                                                     // so the clip logit is the attention-weighted mean of the frame logits.
+        let alpha = mask.softmax(&a, 1)?; // over time
+                                          // Clip logit: u_c · Σ_t α_c(t) (m_c ⊙ h_t) = Σ_t α_c(t) (u_c ⊙ m_c) · h_t
+                                          //           = Σ_t α_c(t) · frame_logit_c(t) − d_c Σ_t α_c(t) + d_c, and Σ_t α = 1,
+                                          // so the clip logit is the attention-weighted mean of the frame logits.
         let clip_logits = (&alpha * &frame_logits)?.sum(1)?;
         Ok(AtpOutput {
             clip: candle_nn::ops::sigmoid(&clip_logits)?,
@@ -160,6 +170,7 @@ impl Module for AtpHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
@@ -261,5 +272,38 @@ mod tests {
                 1e-6,
             );
         }
+    }
+
+    #[test]
+    fn masked_head_equals_each_sequence_alone_and_gradient_checks() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 6, DType::F64, &Device::Cpu);
+        let head = AtpHead::new(3, 2, Some(&[2, 3]), vb).unwrap();
+        let lengths = [4, 2];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let h = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 3], 7)).unwrap();
+        let out = head.forward_masked(h.as_tensor(), &mask).unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let want = head
+                .forward(&gradcheck::valid_row(h.as_tensor(), b, 1, l))
+                .unwrap();
+            let row = |t: &Tensor| gradcheck::valid_row(t, b, 1, l);
+            gradcheck::assert_close(
+                &out.clip.narrow(0, b, 1).unwrap(),
+                &want.clip,
+                1e-12,
+                "clip",
+            );
+            gradcheck::assert_close(&row(&out.frame), &want.frame, 1e-12, "frame");
+            gradcheck::assert_close(&row(&out.attention), &want.attention, 1e-12, "attention");
+        }
+        gradcheck::check_masked(
+            &map,
+            ("h", &h),
+            1,
+            &lengths,
+            || head.forward_masked(h.as_tensor(), &mask).map(|o| o.clip),
+            1e-6,
+        );
     }
 }

@@ -3,6 +3,8 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Batch normalisation of `(B, C, …)` tensors over every axis but the channel axis.
 ///
 /// Training normalises with the batch statistics (biased variance) and updates the
@@ -62,6 +64,72 @@ impl BatchNorm {
     fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
         (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
     }
+
+    /// Training output from the batch statistics (`mean`, biased `var`, keepdim, over
+    /// `n` positions per channel): normalises `centred = x − mean`, applies γ and β,
+    /// and updates the running statistics (no gradient), PyTorch's rule.
+    fn train_output(
+        &self,
+        centred: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        n: usize,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
+        let y = centred.broadcast_mul(&inv_std)?;
+        let m = self.momentum;
+        let mean_d = mean
+            .detach()
+            .flatten_all()?
+            .to_dtype(self.running_mean.dtype())?;
+        let unbiased = if n > 1 {
+            n as f64 / (n as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let var_d = (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        y.broadcast_mul(&self.weight.reshape(shape)?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+
+    /// Batch norm of a zero-padded batch `x (B, C, T, …)` whose time axis 2 is
+    /// described by `mask`: in training the statistics (and the running-statistic
+    /// update) count valid frames only, so padding never shifts them. Inference and an
+    /// unpadded batch are exactly [`ModuleT::forward_t`]. Padded frames of the output
+    /// are not zeroed (the caller zeroes what the next layer reads).
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        let m = match (train, mask.shaped(x.rank(), 2, x.dtype())?) {
+            (true, Some(m)) => m,
+            _ => return self.forward_t(x, train),
+        };
+        let c = self.weight.dim(0)?;
+        if x.rank() < 3 || x.dim(1)? != c || x.dim(0)? != mask.batch() || x.dim(2)? != mask.frames()
+        {
+            candle_core::bail!(
+                "masked batch norm of {c} channels got input {:?} for a mask of {} × {} frames",
+                x.shape(),
+                mask.batch(),
+                mask.frames()
+            );
+        }
+        let shape = Self::channel_shape(x, c);
+        let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
+        let per_frame: usize = x.dims()[3..].iter().product();
+        let n = (mask.lengths().iter().sum::<usize>() * per_frame).max(1);
+        let mean = (x.broadcast_mul(&m)?.sum_keepdim(axes.as_slice())? / n as f64)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = (centred
+            .sqr()?
+            .broadcast_mul(&m)?
+            .sum_keepdim(axes.as_slice())?
+            / n as f64)?;
+        self.train_output(&centred, &mean, &var, n, &shape)
+    }
 }
 
 impl ModuleT for BatchNorm {
@@ -80,27 +148,7 @@ impl ModuleT for BatchNorm {
             let mean = (x.sum_keepdim(axes.as_slice())? / n as f64)?;
             let centred = x.broadcast_sub(&mean)?;
             let var = (centred.sqr()?.sum_keepdim(axes.as_slice())? / n as f64)?;
-            let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
-            let y = centred.broadcast_mul(&inv_std)?;
-            // Running statistics (no gradient), PyTorch's update rule.
-            let m = self.momentum;
-            let mean_d = mean
-                .detach()
-                .flatten_all()?
-                .to_dtype(self.running_mean.dtype())?;
-            let unbiased = if n > 1 {
-                n as f64 / (n as f64 - 1.0)
-            } else {
-                1.0
-            };
-            let var_d =
-                (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
-            let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
-            let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            y.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
-                .broadcast_add(&self.bias.reshape(shape.as_slice())?)
+            self.train_output(&centred, &mean, &var, n, &shape)
         } else {
             let rv = self.running_var.as_detached_tensor();
             let rm = self.running_mean.as_detached_tensor();
@@ -121,7 +169,9 @@ impl ModuleT for BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
+    use candle_core::Var;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
@@ -181,6 +231,60 @@ mod tests {
             &map,
             &[("x", &x)],
             || bn.forward_t(x.as_tensor(), true),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_training_statistics_count_valid_frames_only() {
+        let dev = Device::Cpu;
+        let (map_p, map_r) = (VarMap::new(), VarMap::new());
+        let bn_p = BatchNorm::new(3, seeded_var_builder(&map_p, 0, DType::F64, &dev)).unwrap();
+        let bn_r = BatchNorm::new(3, seeded_var_builder(&map_r, 0, DType::F64, &dev)).unwrap();
+        // Sequences of 3 and 5 frames padded to 6, with garbage in the padding.
+        let a = gradcheck::rand_tensor(&[1, 3, 3, 2], 1);
+        let b = gradcheck::rand_tensor(&[1, 3, 5, 2], 2);
+        let mask = TimeMask::new(&[3, 5], 6, DType::F64, &dev).unwrap();
+        let garbage = mask
+            .shaped(4, 2, DType::F64)
+            .unwrap()
+            .unwrap()
+            .affine(-9.0, 9.0);
+        let x = gradcheck::pad_batch(&[a.clone(), b.clone()], 2, 6)
+            .broadcast_add(&garbage.unwrap())
+            .unwrap();
+        let y = bn_p.forward_masked(&x, &mask, true).unwrap();
+        // Reference: the same valid frames, unpadded, in one sequence.
+        let want = bn_r
+            .forward_t(&Tensor::cat(&[&a, &b], 2).unwrap(), true)
+            .unwrap();
+        let row = |b, len| gradcheck::valid_row(&y, b, 2, len);
+        gradcheck::assert_close(&row(0, 3), &want.narrow(2, 0, 3).unwrap(), 1e-12, "clip 0");
+        gradcheck::assert_close(&row(1, 5), &want.narrow(2, 3, 5).unwrap(), 1e-12, "clip 1");
+        gradcheck::assert_close(bn_p.running_mean(), bn_r.running_mean(), 1e-14, "mean");
+        gradcheck::assert_close(bn_p.running_var(), bn_r.running_var(), 1e-14, "var");
+        // Inference and unpadded batches take the unmasked path.
+        let e = bn_p.forward_masked(&x, &mask, false).unwrap();
+        gradcheck::assert_close(&e, &bn_p.forward_t(&x, false).unwrap(), 0.0, "eval");
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let bn = BatchNorm::new(2, seeded_var_builder(&map, 0, DType::F64, &dev)).unwrap();
+        for (name, seed) in [("weight", 5), ("bias", 6)] {
+            let v = map.data().lock().unwrap().get(name).unwrap().clone();
+            v.set(&gradcheck::rand_tensor(&[2], seed)).unwrap();
+        }
+        let mask = TimeMask::new(&[2, 4], 4, DType::F64, &dev).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 4, 3], 2)).unwrap();
+        gradcheck::check_masked(
+            &map,
+            ("x", &x),
+            2,
+            &[2, 4],
+            || mask.zero(&bn.forward_masked(x.as_tensor(), &mask, true)?, 2),
             1e-6,
         );
     }

@@ -17,6 +17,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// Output of [`AdditiveAttention::forward`].
 #[derive(Debug, Clone)]
 pub struct AttentionOutput {
@@ -49,6 +51,19 @@ impl AdditiveAttention {
 
     /// Attends from `q (B, Tq, Dq)` over keys `k (B, Tk, Dk)` and values `v (B, Tk, Dv)`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionOutput> {
+        let (b, tk) = (k.dim(0)?, k.dim(1)?);
+        self.forward_masked(q, k, v, &TimeMask::full(b, tk, k.dtype(), k.device()))
+    }
+
+    /// [`AdditiveAttention::forward`] over padded keys: `key_mask` describes the
+    /// valid context steps of each sequence, and padded steps get attention weight 0.
+    pub fn forward_masked(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: &TimeMask,
+    ) -> Result<AttentionOutput> {
         let (b, tq, _) = q.dims3()?;
         let (bk, tk, _) = k.dims3()?;
         let (bv, tv, _) = v.dims3()?;
@@ -68,7 +83,7 @@ impl AdditiveAttention {
             .score
             .forward(&e.reshape((b * tq * tk, a))?)?
             .reshape((b, tq, tk))?;
-        let weights = candle_nn::ops::softmax(&s, 2)?;
+        let weights = key_mask.softmax(&s, 2)?;
         let context = weights.matmul(&v.contiguous()?)?;
         Ok(AttentionOutput { context, weights })
     }
@@ -77,6 +92,7 @@ impl AdditiveAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
@@ -145,6 +161,37 @@ mod tests {
             &[("q", &q), ("k", &k), ("v", &v)],
             || {
                 att.forward(q.as_tensor(), k.as_tensor(), v.as_tensor())
+                    .map(|o| o.context)
+            },
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_keys_equal_unpadded_keys_and_gradient_checks() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 8, DType::F64, &Device::Cpu);
+        let att = AdditiveAttention::new(2, 3, 2, vb).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let q = gradcheck::rand_tensor(&[2, 3, 2], 9);
+        let k = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 3], 10)).unwrap();
+        let out = att
+            .forward_masked(&q, k.as_tensor(), k.as_tensor(), &mask)
+            .unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let kb = gradcheck::valid_row(k.as_tensor(), b, 1, l);
+            let want = att.forward(&q.narrow(0, b, 1).unwrap(), &kb, &kb).unwrap();
+            let got = out.context.narrow(0, b, 1).unwrap();
+            gradcheck::assert_close(&got, &want.context, 1e-12, "context");
+        }
+        gradcheck::check_masked(
+            &map,
+            ("k", &k),
+            1,
+            &lengths,
+            || {
+                att.forward_masked(&q, k.as_tensor(), k.as_tensor(), &mask)
                     .map(|o| o.context)
             },
             1e-6,

@@ -7,6 +7,7 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::LeakyRelu;
 use super::batch_norm::BatchNorm;
+use super::mask::TimeMask;
 
 /// 2-D convolution without bias, odd `k × k` kernel, "same" zero padding, stride 1;
 /// tensor `weight` of shape `(c_out, c_in, k, k)` (PyTorch's layout), Kaiming-normal
@@ -112,6 +113,22 @@ impl ModuleT for ConvBlock {
         let x = self.bn.forward_t(x, train)?;
         let x = self.conv.forward(&x)?;
         self.act.forward_t(&x, train)
+    }
+}
+
+impl ConvBlock {
+    /// The block on a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: batch-norm statistics over valid frames, the normalised padding set
+    /// back to zero before the convolution (so a clip's last frames see zeros beyond
+    /// it, as unpadded), and the output zero at padded frames. Unpadded, exactly
+    /// [`ModuleT::forward_t`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return self.forward_t(x, train);
+        }
+        let x = mask.zero(&self.bn.forward_masked(x, mask, train)?, 2)?;
+        let x = self.act.forward_t(&self.conv.forward(&x)?, train)?;
+        mask.zero(&x, 2)
     }
 }
 
@@ -304,9 +321,39 @@ impl ModuleT for ConvBnRelu {
     }
 }
 
+impl ConvBnRelu {
+    /// The mask of the block's output for an input `mask`: the same for stride 1 and
+    /// "same" padding along time, else each length through the convolution's
+    /// output-length formula.
+    pub fn out_mask(&self, mask: &TimeMask) -> Result<TimeMask> {
+        let g = self.conv.geometry();
+        let (k, s, p) = (g.kernel.0, g.stride.0, g.padding.0);
+        if s == 1 && 2 * p + 1 == k {
+            return Ok(mask.clone());
+        }
+        let out = |n: usize| Conv2dGeometry::out_len(n, k, s, p).unwrap_or(0);
+        mask.map(out(mask.frames()), out)
+    }
+
+    /// The block on a zero-padded batch `x (B, C, T, F)` (zero at padded frames) whose
+    /// time axis is described by `mask`: batch-norm statistics over valid output
+    /// frames and the output zero at padded frames (its mask is
+    /// [`ConvBnRelu::out_mask`]). Unpadded, exactly [`ModuleT::forward_t`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return self.forward_t(x, train);
+        }
+        let out = self.out_mask(mask)?;
+        let y = self.conv.forward(x)?;
+        let y = self.bn.forward_masked(&y, &out, train)?.relu()?;
+        out.zero(&y, 2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
@@ -465,5 +512,92 @@ mod tests {
         assert_eq!(y.dims(), &[2, 3, 4, 3]);
         let v: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|&a| a >= 0.0));
+    }
+
+    /// `(1, C, T_b, F)` sequences of `lengths` frames and their padded batch of `t`.
+    fn sequences(c: usize, lengths: &[usize], t: usize, f: usize) -> (Vec<Tensor>, Tensor) {
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| gradcheck::rand_tensor(&[1, c, l, f], 20 + i as u64))
+            .collect();
+        let x = gradcheck::pad_batch(&seqs, 2, t);
+        (seqs, x)
+    }
+
+    #[test]
+    fn masked_blocks_equal_each_sequence_alone() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &dev);
+        let block = ConvBlock::new(2, 3, 3, 0.1, vb.pp("a")).unwrap();
+        let cbr = ConvBnRelu::new(2, 3, Conv2dGeometry::same(3), true, vb.pp("b")).unwrap();
+        let lengths = [3, 6, 5];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &dev).unwrap();
+        let (seqs, x) = sequences(2, &lengths, 6, 4);
+        // Garbage in the padding: the block norm re-zeroes it before its convolution.
+        let garbage = mask
+            .shaped(4, 2, DType::F64)
+            .unwrap()
+            .unwrap()
+            .affine(-3.0, 3.0);
+        let xg = x.broadcast_add(&garbage.unwrap()).unwrap();
+        let y1 = block.forward_masked(&xg, &mask, false).unwrap();
+        let y2 = cbr.forward_masked(&x, &mask, false).unwrap();
+        for (b, (s, &l)) in seqs.iter().zip(&lengths).enumerate() {
+            let w1 = block.forward_t(s, false).unwrap();
+            let w2 = cbr.forward_t(s, false).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&y1, b, 2, l), &w1, 1e-12, "block");
+            gradcheck::assert_close(&gradcheck::valid_row(&y2, b, 2, l), &w2, 1e-12, "cbr");
+            for y in [&y1, &y2] {
+                let pad = y.narrow(0, b, 1).unwrap().narrow(2, l, 6 - l).unwrap();
+                assert_eq!(
+                    pad.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap(),
+                    0.0
+                );
+            }
+        }
+        // A strided block's output mask follows the output-length formula.
+        let geom = Conv2dGeometry {
+            kernel: (3, 3),
+            stride: (2, 1),
+            padding: (1, 1),
+        };
+        let strided = ConvBnRelu::new(2, 2, geom, false, vb.pp("c")).unwrap();
+        let m = strided.out_mask(&mask).unwrap();
+        assert_eq!((m.lengths(), m.frames()), (&[2usize, 3, 3][..], 3));
+        let y = strided.forward_masked(&x, &mask, false).unwrap();
+        for (b, (s, &l)) in seqs.iter().zip(m.lengths()).enumerate() {
+            let w = strided.forward_t(s, false).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&y, b, 2, l), &w, 1e-12, "strided");
+        }
+    }
+
+    #[test]
+    fn masked_blocks_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 4, DType::F64, &dev);
+        let block = ConvBlock::new(1, 2, 3, 0.1, vb.pp("a")).unwrap();
+        let cbr = ConvBnRelu::new(2, 2, Conv2dGeometry::same(3), false, vb.pp("b")).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &dev).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 1, 4, 3], 5)).unwrap();
+        gradcheck::check_masked(
+            &map,
+            ("x", &x),
+            2,
+            &lengths,
+            || {
+                let h = block.forward_masked(x.as_tensor(), &mask, true)?;
+                cbr.forward_masked(&h, &mask, true)
+            },
+            1e-5,
+        );
     }
 }

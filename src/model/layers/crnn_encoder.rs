@@ -3,10 +3,10 @@
 //! `(B, T, F)` log-mels in, `(B, T', 2H)` features out (T' = T / product of the time
 //! pools). Tensors: `blocks.{i}.{bn,conv}.*` and `gru.{fwd,bwd}.*` under its prefix.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{BiGru, ConvBlock, LpPool2d};
+use super::{BiGru, ConvBlock, LpPool2d, TimeMask};
 
 /// Shape of one conv block: output channels and the optional (time, mel) LP pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,16 +74,33 @@ impl CrnnEncoder {
 
     /// `(B, T, F)` → `(B, T', 2H)`; `train` selects batch-norm behaviour.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let full = TimeMask::full(b, t, x.dtype(), x.device());
+        Ok(self.forward_masked(x, &full, train)?.0)
+    }
+
+    /// The encoder on a zero-padded batch `x (B, T, F)` whose valid frames `mask`
+    /// describes: `(B, T', 2H)` features, zero at padded frames, and their mask (each
+    /// length through the time pools). The padding of `x` is never read.
+    pub fn forward_masked(
+        &self,
+        x: &Tensor,
+        mask: &TimeMask,
+        train: bool,
+    ) -> Result<(Tensor, TimeMask)> {
         let b = x.dim(0)?;
         let mut h = x.unsqueeze(1)?; // (B, 1, T, F)
+        let mut m = mask.clone();
         for (block, pool) in &self.blocks {
-            h = block.forward_t(&h, train)?;
+            // Each block starts with a batch norm whose masked output is re-zeroed, so
+            // the input's padding is never read.
+            h = block.forward_masked(&h, &m, train)?;
             if let Some(pool) = pool {
-                h = pool.forward(&h)?;
+                (h, m) = pool.forward_masked(&h, &m)?;
             }
         }
         let (_, c, tp, fp) = h.dims4()?;
         let h = h.transpose(1, 2)?.contiguous()?.reshape((b, tp, c * fp))?;
-        self.gru.forward(&h)
+        Ok((self.gru.forward_masked(&h, &m)?, m))
     }
 }

@@ -12,9 +12,10 @@
 //! convolution with a bias.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, Conv2dGeometry, ConvBnRelu};
+use super::mask::TimeMask;
 use super::vgg::VggStack;
 
 /// The decoder's last unit.
@@ -55,11 +56,19 @@ impl ConvDecoder {
 
     /// The reconstruction `(B, T, F)` of feature map `h (B, c_in, T, F)`.
     pub fn forward_t(&self, h: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.blocks.forward_t(h, train)?;
-        let h = self.out0.forward_t(&h, train)?;
+        let (b, t) = (h.dim(0)?, h.dim(2)?);
+        self.forward_masked(h, &TimeMask::full(b, t, h.dtype(), h.device()), train)
+    }
+
+    /// [`ConvDecoder::forward_t`] of a zero-padded feature map (zero at padded frames,
+    /// time on axis 2): every unit counts valid frames only, and the reconstruction is
+    /// zero at padded frames.
+    pub fn forward_masked(&self, h: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        let h = self.blocks.forward_masked(h, mask, train)?;
+        let h = self.out0.forward_masked(&h, mask, train)?;
         let h = match &self.out1 {
-            OutUnit::Relu(u) => u.forward_t(&h, train)?,
-            OutUnit::Linear(c) => c.forward(&h)?,
+            OutUnit::Relu(u) => u.forward_masked(&h, mask, train)?,
+            OutUnit::Linear(c) => mask.zero(&c.forward(&h)?, 2)?,
         };
         h.squeeze(1)
     }
@@ -68,6 +77,7 @@ impl ConvDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
@@ -90,6 +100,36 @@ mod tests {
                 &map,
                 &[("x", &x)],
                 || dec.forward_t(x.as_tensor(), true),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn masked_decoder_equals_each_sequence_alone_and_gradient_checks() {
+        for final_relu in [false, true] {
+            let map = VarMap::new();
+            let vb = seeded_var_builder(&map, 3, DType::F64, &Device::Cpu);
+            let dec = ConvDecoder::new(2, &[2], final_relu, vb).unwrap();
+            let lengths = [2, 4];
+            let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+            let h = mask
+                .zero(&gradcheck::rand_tensor(&[2, 2, 4, 3], 5), 2)
+                .unwrap();
+            let y = dec.forward_masked(&h, &mask, false).unwrap();
+            for (b, &l) in lengths.iter().enumerate() {
+                let want = dec
+                    .forward_t(&gradcheck::valid_row(&h, b, 2, l), false)
+                    .unwrap();
+                gradcheck::assert_close(&gradcheck::valid_row(&y, b, 1, l), &want, 1e-12, "rec");
+            }
+            let h = Var::from_tensor(&h).unwrap();
+            // Its first convolution reads the input's padding, which callers keep zero:
+            // a plain check (the padding does get a gradient).
+            gradcheck::check(
+                &map,
+                &[("h", &h)],
+                || dec.forward_masked(h.as_tensor(), &mask, true),
                 1e-5,
             );
         }

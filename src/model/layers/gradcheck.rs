@@ -68,3 +68,77 @@ pub fn check(map: &VarMap, inputs: &[(&str, &Var)], f: impl Fn() -> Result<Tenso
         }
     }
 }
+
+/// Sequences `seqs[b]` of shape `(1, …, T_b, …)` (time on axis `dim`) zero-padded to `t`
+/// frames and stacked on axis 0, the padded batch of a masked call.
+pub fn pad_batch(seqs: &[Tensor], dim: usize, t: usize) -> Tensor {
+    let rows: Vec<Tensor> = seqs
+        .iter()
+        .map(|s| {
+            let n = s.dim(dim).expect("time axis");
+            s.pad_with_zeros(dim, 0, t - n).expect("pad")
+        })
+        .collect();
+    Tensor::cat(&rows, 0).expect("cat")
+}
+
+/// Asserts `|a − b| ≤ tol` element-wise (same shapes), naming `what`.
+pub fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let d = (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(DType::F64))
+        .and_then(|d| d.to_scalar::<f64>())
+        .expect("difference");
+    assert!(d <= tol, "{what}: differs by {d:e}");
+}
+
+/// Row `b` of a padded batch output cut to `len` frames on the time axis `dim`.
+pub fn valid_row(x: &Tensor, b: usize, dim: usize, len: usize) -> Tensor {
+    x.narrow(0, b, 1)
+        .and_then(|r| r.narrow(dim, 0, len))
+        .expect("row")
+}
+
+/// Checks a masked call's gradient: [`check`] (finite differences, padded input
+/// elements included, whose numeric gradient is 0 when the outputs ignore them), and
+/// that the analytic gradient of `x` is exactly zero at its padded frames (time on
+/// `dim`, valid `lengths`): padding never counts.
+pub fn check_masked(
+    map: &VarMap,
+    x: (&str, &Var),
+    dim: usize,
+    lengths: &[usize],
+    f: impl Fn() -> Result<Tensor>,
+    tol: f64,
+) {
+    check(map, &[x], &f, tol);
+    let out = f().expect("forward");
+    let r = rand_tensor(out.dims(), 98);
+    let grads = (&out * &r)
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.backward())
+        .expect("backward");
+    let Some(g) = grads.get(x.1.as_tensor()) else {
+        return;
+    };
+    let t = g.dim(dim).expect("time axis");
+    for (b, &len) in lengths.iter().enumerate() {
+        if len < t {
+            let pad = g
+                .narrow(0, b, 1)
+                .and_then(|p| p.narrow(dim, len, t - len))
+                .and_then(|p| p.abs())
+                .and_then(|p| p.sum_all())
+                .and_then(|p| p.to_scalar::<f64>())
+                .expect("padding gradient");
+            assert_eq!(
+                pad, 0.0,
+                "gradient reaches the padding of `{}` row {b}",
+                x.0
+            );
+        }
+    }
+}

@@ -12,6 +12,8 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use super::mask::TimeMask;
+
 /// One GRU layer, one direction, PyTorch equations and gate order (r, z, n):
 ///
 /// ```text
@@ -59,7 +61,23 @@ impl Gru {
     /// Runs over `x (B, T, I)` from a zero state, forwards in time or (with `reverse`)
     /// backwards; returns the hidden states `(B, T, H)` in input time order.
     pub fn forward_dir(&self, x: &Tensor, reverse: bool) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        self.forward_dir_masked(x, reverse, &TimeMask::full(b, t, x.dtype(), x.device()))
+    }
+
+    /// [`Gru::forward_dir`] over a zero-padded batch whose time axis is described by
+    /// `mask`: each sequence runs over its own valid frames only (backwards from its
+    /// last valid frame, from a zero state); padded frames of the output are zero.
+    pub fn forward_dir_masked(&self, x: &Tensor, reverse: bool, mask: &TimeMask) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
+        if mask.batch() != b || mask.frames() != t {
+            candle_core::bail!(
+                "GRU mask of {} sequences × {} frames for input {:?}",
+                mask.batch(),
+                mask.frames(),
+                x.shape()
+            );
+        }
         let h = self.hidden;
         if t == 0 {
             candle_core::bail!("GRU over an empty sequence");
@@ -78,8 +96,11 @@ impl Gru {
             .iter()
             .any(|t| t.track_op());
         if !tracked && x.dtype() == DType::F32 {
-            return self.recur_f32(&xp, reverse);
+            return self.recur_f32(&xp, reverse, mask.lengths());
         }
+        // (B, T): a padded step resets the state to zero, so the backward direction
+        // starts at each sequence's last valid frame.
+        let step_mask = mask.shaped(2, 1, x.dtype())?;
         let w_hh_t = self.w_hh.t()?;
         let mut state = Tensor::zeros((b, h), x.dtype(), x.device())?;
         let mut outs: Vec<Tensor> = Vec::with_capacity(t);
@@ -94,6 +115,9 @@ impl Gru {
             let n = (xs.narrow(1, 2 * h, h)? + (r * hs.narrow(1, 2 * h, h)?)?)?.tanh()?;
             // h' = n + z ⊙ (h − n)
             state = (&n + (z * (&state - &n)?)?)?;
+            if let Some(m) = &step_mask {
+                state = state.broadcast_mul(&m.narrow(1, s, 1)?)?;
+            }
             outs.push(state.clone());
         }
         if reverse {
@@ -104,8 +128,9 @@ impl Gru {
 }
 
 impl Gru {
-    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih.
-    fn recur_f32(&self, xp: &Tensor, reverse: bool) -> Result<Tensor> {
+    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih,
+    /// each sequence over its first `lengths[b]` frames (the rest of the output is 0).
+    fn recur_f32(&self, xp: &Tensor, reverse: bool, lengths: &[usize]) -> Result<Tensor> {
         let (b, t, h3) = xp.dims3()?;
         let h = self.hidden;
         let xp = xp.flatten_all()?.to_vec1::<f32>()?;
@@ -114,10 +139,11 @@ impl Gru {
         let mut out = vec![0f32; b * t * h];
         let mut state = vec![0f32; h];
         let mut gh = vec![0f32; h3];
-        for bi in 0..b {
+        for (bi, &len) in lengths.iter().enumerate().take(b) {
             state.fill(0.0);
-            for step in 0..t {
-                let s = if reverse { t - 1 - step } else { step };
+            let len = len.min(t);
+            for step in 0..len {
+                let s = if reverse { len - 1 - step } else { step };
                 for (g, (o, row)) in gh.iter_mut().zip(w.chunks_exact(h)).enumerate() {
                     *o = bh[g] + dot(row, &state);
                 }
@@ -186,6 +212,21 @@ impl BiGru {
     }
 }
 
+impl BiGru {
+    /// Runs over a zero-padded batch `x (B, T, I)` whose time axis is described by
+    /// `mask`: each sequence over its own valid frames (the backward direction starts
+    /// at its last valid frame); padded frames of the output are zero. Unpadded,
+    /// exactly [`candle_core::Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return candle_core::Module::forward(self, x);
+        }
+        let f = self.fwd.forward_dir_masked(x, false, mask)?;
+        let b = self.bwd.forward_dir_masked(x, true, mask)?;
+        Tensor::cat(&[f, b], D::Minus1)
+    }
+}
+
 impl candle_core::Module for BiGru {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let f = self.fwd.forward_dir(x, false)?;
@@ -197,6 +238,7 @@ impl candle_core::Module for BiGru {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Module, Var};
     use candle_nn::VarMap;
@@ -321,5 +363,79 @@ mod tests {
         let bigru = BiGru::new(3, 2, vb).unwrap();
         let x = Tensor::ones((1, 1, 3), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(bigru.forward(&x).unwrap().dims(), &[1, 1, 4]);
+    }
+
+    #[test]
+    fn masked_bigru_runs_each_sequence_over_its_own_frames() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 14, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(3, 4, vb).unwrap();
+        let lengths = [2, 6, 4];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &Device::Cpu).unwrap();
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .map(|&l| gradcheck::rand_tensor(&[1, l, 3], l as u64))
+            .collect();
+        let x = gradcheck::pad_batch(&seqs, 1, 6);
+        let x = (x + mask
+            .shaped(3, 1, DType::F64)
+            .unwrap()
+            .unwrap()
+            .affine(-5.0, 5.0)
+            .unwrap()
+            .broadcast_as((3, 6, 3))
+            .unwrap())
+        .unwrap();
+        let y = bigru.forward_masked(&x, &mask).unwrap();
+        for (b, (s, &l)) in seqs.iter().zip(&lengths).enumerate() {
+            let want = bigru.forward(s).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&y, b, 1, l), &want, 1e-12, "bigru");
+            let pad = y.narrow(0, b, 1).unwrap().narrow(1, l, 6 - l).unwrap();
+            assert_eq!(
+                pad.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+        }
+        // The plain f32 loop (no gradient) honours the lengths the same way.
+        let detached = |g: &Gru| Gru {
+            w_ih: g.w_ih.detach().to_dtype(DType::F32).unwrap(),
+            w_hh: g.w_hh.detach().to_dtype(DType::F32).unwrap(),
+            b_ih: g.b_ih.detach().to_dtype(DType::F32).unwrap(),
+            b_hh: g.b_hh.detach().to_dtype(DType::F32).unwrap(),
+            hidden: g.hidden,
+        };
+        let fast = BiGru {
+            fwd: detached(&bigru.fwd),
+            bwd: detached(&bigru.bwd),
+        };
+        let mask32 = TimeMask::new(&lengths, 6, DType::F32, &Device::Cpu).unwrap();
+        let y32 = fast
+            .forward_masked(&x.to_dtype(DType::F32).unwrap(), &mask32)
+            .unwrap();
+        assert!(!y32.track_op());
+        gradcheck::assert_close(&y32.to_dtype(DType::F64).unwrap(), &y, 1e-6, "f32 loop");
+    }
+
+    #[test]
+    fn masked_gradient_matches_finite_differences() {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 15, DType::F64, &Device::Cpu);
+        let bigru = BiGru::new(2, 2, vb).unwrap();
+        let lengths = [2, 4];
+        let mask = TimeMask::new(&lengths, 4, DType::F64, &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 2], 16)).unwrap();
+        gradcheck::check_masked(
+            &map,
+            ("x", &x),
+            1,
+            &lengths,
+            || bigru.forward_masked(x.as_tensor(), &mask),
+            1e-6,
+        );
     }
 }

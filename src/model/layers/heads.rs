@@ -22,7 +22,8 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::pool::linear_softmax_pool;
+use super::mask::TimeMask;
+use super::pool::{linear_softmax_pool, linear_softmax_pool_masked};
 
 /// A parameter-free pooling of probabilities over time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,6 +57,28 @@ impl ClipPooling {
                 (p * &e)?.sum(dim)?.div(&e.sum(dim)?)
             }
             ClipPooling::Gwrp { r } => gwrp(p, dim, r),
+        }
+    }
+
+    /// Pools `p (B, T, C)` over time counting the valid frames of `mask` only: the
+    /// clip value of each sequence is that of its unpadded frames. Unpadded, exactly
+    /// [`ClipPooling::pool`] over axis 1.
+    pub fn pool_masked(&self, p: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+        let Some(m) = mask.shaped(p.rank(), 1, p.dtype())? else {
+            return self.pool(p, 1);
+        };
+        match *self {
+            ClipPooling::Max => mask.mask_logits(p, 1)?.max(1),
+            ClipPooling::Mean => p
+                .broadcast_mul(&m)?
+                .sum(1)?
+                .broadcast_div(&mask.lengths_tensor(p.rank() - 1, p.dtype())?),
+            ClipPooling::LinearSoftmax => linear_softmax_pool_masked(p, mask),
+            ClipPooling::ExpSoftmax => {
+                let e = p.exp()?.broadcast_mul(&m)?;
+                (p * &e)?.sum(1)?.div(&e.sum(1)?)
+            }
+            ClipPooling::Gwrp { r } => gwrp_masked(p, r, mask),
         }
     }
 
@@ -110,6 +133,26 @@ fn gwrp(p: &Tensor, dim: usize, r: f64) -> Result<Tensor> {
     }
 }
 
+/// GWRP of `p (B, T, C)` over time with each sequence's valid frames only: padded
+/// frames sort last (their value is pushed to [`super::mask::PAD_LOGIT`]) and get
+/// weight 0; the valid ones get `rʲ / Σ_{j<len} rʲ`.
+fn gwrp_masked(p: &Tensor, r: f64, mask: &TimeMask) -> Result<Tensor> {
+    let (b, t, _) = p.dims3()?;
+    let pt = mask.mask_logits(p, 1)?.transpose(1, 2)?.contiguous()?; // (B, C, T)
+    let idx = pt.arg_sort_last_dim(false)?;
+    let sorted = pt.gather(&idx, 2)?;
+    let mut w = vec![0f64; b * t];
+    for (row, &len) in w.chunks_exact_mut(t).zip(mask.lengths()) {
+        let len = len.min(t);
+        let total: f64 = (0..len).map(|j| r.powi(j as i32)).sum();
+        for (j, v) in row.iter_mut().enumerate().take(len) {
+            *v = r.powi(j as i32) / total;
+        }
+    }
+    let w = Tensor::from_vec(w, (b, 1, t), p.device())?.to_dtype(p.dtype())?;
+    sorted.broadcast_mul(&w)?.sum(2)
+}
+
 /// Attention pooling over time of per-frame features `h (B, T, D)`: classifier
 /// `σ(W_c h + b_c)` (tensors `cla.{weight,bias}`) and scores `W_a h + b_a`
 /// (`att.{weight,bias}`, optionally through a sigmoid as in paper 003 eq. 11), softmax
@@ -141,12 +184,20 @@ impl AttentionPool {
 
     /// Frame probabilities `(B, T, C)` and clip probabilities `(B, C)` of `h (B, T, D)`.
     pub fn forward(&self, h: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t, _) = h.dims3()?;
+        self.forward_masked(h, &TimeMask::full(b, t, h.dtype(), h.device()))
+    }
+
+    /// [`AttentionPool::forward`] of a padded batch: the softmax over time gives padded
+    /// frames weight 0, so each clip is pooled over its valid frames only (the frame
+    /// probabilities at padded frames are left as computed).
+    pub fn forward_masked(&self, h: &Tensor, mask: &TimeMask) -> Result<(Tensor, Tensor)> {
         let frame = candle_nn::ops::sigmoid(&self.cla.forward(h)?)?;
         let mut scores = self.att.forward(h)?;
         if self.sigmoid_scores {
             scores = candle_nn::ops::sigmoid(&scores)?;
         }
-        let w = candle_nn::ops::softmax(&scores, 1)?;
+        let w = mask.softmax(&scores, 1)?;
         let clip = (&frame * w)?.sum(1)?;
         Ok((frame, clip))
     }
@@ -208,11 +259,19 @@ impl TwoStepAttentionPool {
         let p1 = self.freq.forward(z)?.transpose(1, 2)?.contiguous()?; // (B, T, K)
         self.time.forward(&p1)
     }
+
+    /// [`TwoStepAttentionPool::forward`] of a padded batch (time on axis 2 of `z`): the
+    /// time step counts valid frames only.
+    pub fn forward_masked(&self, z: &Tensor, mask: &TimeMask) -> Result<(Tensor, Tensor)> {
+        let p1 = self.freq.forward(z)?.transpose(1, 2)?.contiguous()?; // (B, T, K)
+        self.time.forward_masked(&p1, mask)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::mask::TimeMask;
     use crate::model::layers::{gradcheck, init::seeded_var_builder};
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
@@ -412,6 +471,92 @@ mod tests {
             || {
                 let (f, c) = head.forward(z.as_tensor())?;
                 Tensor::cat(&[f.flatten_all()?, c.flatten_all()?], 0)
+            },
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_pools_and_attention_equal_each_sequence_alone() {
+        let dev = Device::Cpu;
+        let lengths = [3, 6, 1];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &dev).unwrap();
+        let p = gradcheck::rand_tensor(&[3, 6, 2], 8)
+            .affine(0.4, 0.5)
+            .unwrap();
+        for pool in [
+            ClipPooling::Max,
+            ClipPooling::Mean,
+            ClipPooling::LinearSoftmax,
+            ClipPooling::ExpSoftmax,
+            ClipPooling::Gwrp { r: 0.6 },
+            ClipPooling::Gwrp { r: 0.0 },
+        ] {
+            let got = pool.pool_masked(&p, &mask).unwrap();
+            for (b, &l) in lengths.iter().enumerate() {
+                let want = pool.pool(&gradcheck::valid_row(&p, b, 1, l), 1).unwrap();
+                let what = format!("{pool:?} row {b}");
+                gradcheck::assert_close(&got.narrow(0, b, 1).unwrap(), &want, 1e-12, &what);
+            }
+        }
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 2, DType::F64, &dev);
+        let att = AttentionPool::new(3, 2, true, vb.pp("att")).unwrap();
+        let two = TwoStepAttentionPool::new(4, 2, vb.pp("two")).unwrap();
+        let h = gradcheck::rand_tensor(&[3, 6, 3], 9);
+        let z = gradcheck::rand_tensor(&[3, 2, 6, 4], 10);
+        let (fa, ca) = att.forward_masked(&h, &mask).unwrap();
+        let (ft, ct) = two.forward_masked(&z, &mask).unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let (wf, wc) = att.forward(&gradcheck::valid_row(&h, b, 1, l)).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&fa, b, 1, l), &wf, 1e-12, "frame");
+            gradcheck::assert_close(&ca.narrow(0, b, 1).unwrap(), &wc, 1e-12, "clip");
+            let (wf, wc) = two.forward(&gradcheck::valid_row(&z, b, 2, l)).unwrap();
+            gradcheck::assert_close(&gradcheck::valid_row(&ft, b, 1, l), &wf, 1e-12, "2-step");
+            gradcheck::assert_close(&ct.narrow(0, b, 1).unwrap(), &wc, 1e-12, "2-step clip");
+        }
+    }
+
+    #[test]
+    fn masked_gradients_match_finite_differences() {
+        let dev = Device::Cpu;
+        let lengths = [2, 5];
+        let mask = TimeMask::new(&lengths, 5, DType::F64, &dev).unwrap();
+        let p = Var::from_tensor(
+            &gradcheck::rand_tensor(&[2, 5, 3], 11)
+                .affine(0.4, 0.5)
+                .unwrap(),
+        )
+        .unwrap();
+        for pool in [
+            ClipPooling::Max,
+            ClipPooling::Mean,
+            ClipPooling::LinearSoftmax,
+            ClipPooling::ExpSoftmax,
+            ClipPooling::Gwrp { r: 0.8 },
+        ] {
+            gradcheck::check_masked(
+                &VarMap::new(),
+                ("p", &p),
+                1,
+                &lengths,
+                || pool.pool_masked(p.as_tensor(), &mask),
+                1e-6,
+            );
+        }
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, 3, DType::F64, &dev);
+        let att = AttentionPool::new(3, 2, false, vb.pp("att")).unwrap();
+        let h = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 3], 12)).unwrap();
+        // The clip and the valid frames (padded frame outputs are not used).
+        gradcheck::check_masked(
+            &map,
+            ("h", &h),
+            1,
+            &lengths,
+            || {
+                let (f, c) = att.forward_masked(h.as_tensor(), &mask)?;
+                Tensor::cat(&[mask.zero(&f, 1)?.flatten_all()?, c.flatten_all()?], 0)
             },
             1e-6,
         );

@@ -5,6 +5,8 @@
 
 use candle_core::{Result, Tensor};
 
+use super::mask::TimeMask;
+
 /// Source positions of linear interpolation from `n_in` to `n_out` samples, as torch
 /// `F.interpolate(mode="linear", align_corners=False)` with an output size: output `i`
 /// reads `src = max(0, (i + ½)·n_in/n_out − ½)`, between `i0 = ⌊src⌋` and
@@ -88,12 +90,82 @@ impl Upsample {
             Upsample::Nearest => interpolate_nearest(x, dim, n_out),
         }
     }
+
+    /// Resamples a padded batch `x (B, T_in, …)` along time (axis 1) from the mask
+    /// `from` to the mask `to` (`to.frames()` outputs): each sequence from its own
+    /// `from` length to its own `to` length, reading valid entries only, exactly as
+    /// the unpadded sequence would be resampled; padded outputs are zero. With neither
+    /// mask padded, exactly [`Upsample::apply`].
+    pub fn apply_masked(self, x: &Tensor, from: &TimeMask, to: &TimeMask) -> Result<Tensor> {
+        let n_out = to.frames();
+        if !from.is_padded() && !to.is_padded() {
+            return self.apply(x, 1, n_out);
+        }
+        let (b, n_in) = (x.dim(0)?, x.dim(1)?);
+        if from.batch() != b || to.batch() != b || from.frames() != n_in {
+            candle_core::bail!(
+                "resampling masks {} × {} → {} × {} for input {:?}",
+                from.batch(),
+                from.frames(),
+                to.batch(),
+                n_out,
+                x.shape()
+            );
+        }
+        let mut i0 = Vec::with_capacity(b * n_out);
+        let mut i1 = Vec::with_capacity(b * n_out);
+        let mut lambda = Vec::with_capacity(b * n_out);
+        for (k, (&li, &lo)) in from.lengths().iter().zip(to.lengths()).enumerate() {
+            let base = (k * n_in) as u32;
+            let lo = lo.min(n_out);
+            let (a, c, l) = match (self, li.min(n_in), lo) {
+                (_, 0, _) | (_, _, 0) => (vec![], vec![], vec![]),
+                (Upsample::Linear, li, lo) => linear_positions(li, lo),
+                (Upsample::Nearest, li, lo) => {
+                    let p = nearest_positions(li, lo);
+                    (p.clone(), p, vec![0.0; lo])
+                }
+            };
+            for i in 0..n_out {
+                match (a.get(i), c.get(i), l.get(i)) {
+                    (Some(&a), Some(&c), Some(&l)) => {
+                        i0.push(base + a);
+                        i1.push(base + c);
+                        lambda.push(l);
+                    }
+                    _ => {
+                        i0.push(base);
+                        i1.push(base);
+                        lambda.push(0.0);
+                    }
+                }
+            }
+        }
+        let dims = x.dims().to_vec();
+        let rest: usize = dims[2..].iter().product();
+        let dev = x.device();
+        let flat = x.contiguous()?.reshape((b * n_in, rest))?;
+        let a = flat.index_select(&Tensor::from_vec(i0, b * n_out, dev)?, 0)?;
+        let y = match self {
+            Upsample::Nearest => a,
+            Upsample::Linear => {
+                let c = flat.index_select(&Tensor::from_vec(i1, b * n_out, dev)?, 0)?;
+                let lambda = Tensor::from_vec(lambda, (b * n_out, 1), dev)?.to_dtype(x.dtype())?;
+                // a + λ (c − a), as `interpolate_linear`.
+                a.add(&(c - &a)?.broadcast_mul(&lambda)?)?
+            }
+        };
+        let mut shape = dims;
+        shape[1] = n_out;
+        to.zero(&y.reshape(shape)?, 1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
+    use crate::model::layers::mask::TimeMask;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
@@ -175,6 +247,34 @@ mod tests {
                     let up = interpolate_nearest(x.as_tensor(), 1, n_out)?;
                     Tensor::cat(&[&up, &(x.as_tensor() * 2.0)?], 1)
                 },
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn masked_resampling_equals_each_sequence_alone_and_gradient_checks() {
+        let dev = Device::Cpu;
+        // 3 of 4 frames → 7 of 9, 4 of 4 → 9 of 9, 1 of 4 → 2 of 9.
+        let from = TimeMask::new(&[3, 4, 1], 4, candle_core::DType::F64, &dev).unwrap();
+        let to = TimeMask::new(&[7, 9, 2], 9, candle_core::DType::F64, &dev).unwrap();
+        let x = Var::from_tensor(&gradcheck::rand_tensor(&[3, 4, 2], 5)).unwrap();
+        for up in [Upsample::Linear, Upsample::Nearest] {
+            let y = up.apply_masked(x.as_tensor(), &from, &to).unwrap();
+            assert_eq!(y.dims(), &[3, 9, 2]);
+            for (b, (&li, &lo)) in from.lengths().iter().zip(to.lengths()).enumerate() {
+                let want = up
+                    .apply(&gradcheck::valid_row(x.as_tensor(), b, 1, li), 1, lo)
+                    .unwrap();
+                let got = gradcheck::valid_row(&y, b, 1, lo);
+                gradcheck::assert_close(&got, &want, 0.0, &format!("{up:?} row {b}"));
+            }
+            gradcheck::check_masked(
+                &VarMap::new(),
+                ("x", &x),
+                1,
+                from.lengths(),
+                || up.apply_masked(x.as_tensor(), &from, &to),
                 1e-6,
             );
         }

@@ -6,6 +6,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
+use super::mask::TimeMask;
+
 /// Max pooling of `(B, C, T, F)` over non-overlapping `(kt, kf)` windows, as torch
 /// `max_pool2d(x, (kt, kf))` (stride = kernel, trailing rows/columns that do not fill a
 /// window are dropped). Output `(B, C, T/kt, F/kf)`. Ties share the gradient.
@@ -21,6 +23,21 @@ impl MaxPool2d {
     /// Max pooling over `(kt, kf)` windows (both ≥ 1).
     pub fn new(kt: usize, kf: usize) -> Self {
         Self { kt, kf }
+    }
+}
+
+impl MaxPool2d {
+    /// Max pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: the output, zero at padded frames, and its mask (`⌊len / kt⌋` frames
+    /// per sequence, the windows an unpadded run keeps). Unpadded, exactly
+    /// [`Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
+        let out_mask = mask.pooled(self.kt)?;
+        let y = self.forward(x)?;
+        if !mask.is_padded() {
+            return Ok((y, out_mask));
+        }
+        Ok((out_mask.zero(&y, 2)?, out_mask))
     }
 }
 
@@ -63,6 +80,7 @@ impl Module for MaxPool2d {
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
+    use crate::model::layers::mask::TimeMask;
     use candle_core::Var;
     use candle_nn::VarMap;
 
@@ -99,5 +117,32 @@ mod tests {
                 1e-6,
             );
         }
+    }
+
+    #[test]
+    fn masked_pool_equals_each_sequence_alone_and_gradient_checks() {
+        let dev = candle_core::Device::Cpu;
+        let lengths = [5, 8];
+        let mask = TimeMask::new(&lengths, 8, candle_core::DType::F64, &dev).unwrap();
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .map(|&l| gradcheck::rand_tensor(&[1, 2, l, 4], l as u64))
+            .collect();
+        let x = Var::from_tensor(&gradcheck::pad_batch(&seqs, 2, 8)).unwrap();
+        let pool = MaxPool2d::new(2, 2);
+        let (y, m) = pool.forward_masked(x.as_tensor(), &mask).unwrap();
+        assert_eq!(m.lengths(), &[2, 4]);
+        for (b, s) in seqs.iter().enumerate() {
+            let got = gradcheck::valid_row(&y, b, 2, m.lengths()[b]);
+            gradcheck::assert_close(&got, &pool.forward(s).unwrap(), 0.0, "max");
+        }
+        gradcheck::check_masked(
+            &VarMap::new(),
+            ("x", &x),
+            2,
+            &lengths,
+            || pool.forward_masked(x.as_tensor(), &mask).map(|o| o.0),
+            1e-6,
+        );
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! Every layer with a backward pass has a finite-difference gradient check in its
 //! tests: candle 0.11 has silently wrong gradients for some of its own operations.
+//!
+//! Layers that mix or pool along time also run on zero-padded batches of clips of
+//! different lengths (`forward_masked` with a [`TimeMask`]): padding never counts, and
+//! without padding they take exactly their unmasked code.
 
 pub mod activation;
 pub mod affinity_mixup;
@@ -20,6 +24,7 @@ pub mod gru;
 pub mod heads;
 pub mod init;
 pub mod interp;
+pub mod mask;
 pub mod max_pool;
 pub mod pool;
 pub mod vgg;
@@ -38,6 +43,7 @@ pub use init::{seeded_var_builder, SeededVarMap, ShapeRecorder};
 pub use interp::{
     interpolate_linear, interpolate_nearest, linear_positions, nearest_positions, Upsample,
 };
+pub use mask::{TimeMask, PAD_LOGIT};
 pub use max_pool::MaxPool2d;
-pub use pool::{linear_softmax_pool, LpPool2d};
+pub use pool::{linear_softmax_pool, linear_softmax_pool_masked, LpPool2d};
 pub use vgg::{avg_pool3_same, VggBlock, VggStack};

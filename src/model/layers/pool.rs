@@ -2,6 +2,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
+use super::mask::TimeMask;
+
 /// Raises `|x|` to the power `p`, exactly for p = 1, 2, 4 (the common cases).
 fn abs_pow(x: &Tensor, p: f64) -> Result<Tensor> {
     if p == 2.0 {
@@ -56,6 +58,24 @@ impl LpPool2d {
     }
 }
 
+impl LpPool2d {
+    /// LP pooling of a zero-padded batch `x (B, C, T, F)` whose time axis is described
+    /// by `mask`: the output and its mask (`⌊len / kt⌋` frames per sequence, the
+    /// windows an unpadded run keeps), zero at padded frames. Unpadded, exactly
+    /// [`Module::forward`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask) -> Result<(Tensor, TimeMask)> {
+        let out_mask = mask.pooled(self.kt)?;
+        let Some(m) = mask.shaped(4, 2, x.dtype())? else {
+            return Ok((self.forward(x)?, out_mask));
+        };
+        // A window of zero padding sums to 0, where the root's gradient is infinite
+        // (and 0 · ∞ = NaN even though the frame is then zeroed): pool the padding as
+        // ones instead. Valid windows never see it; padded ones are zeroed.
+        let y = self.forward(&x.broadcast_add(&m.affine(-1.0, 1.0)?)?)?;
+        Ok((out_mask.zero(&y, 2)?, out_mask))
+    }
+}
+
 impl Module for LpPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, t, f) = x.dims4()?;
@@ -87,10 +107,24 @@ pub fn linear_softmax_pool(p: &Tensor, dim: usize) -> Result<Tensor> {
     p.sqr()?.sum(dim)?.div(&p.sum(dim)?)
 }
 
+/// Linear-softmax pooling of `p (B, T, C)` over time counting valid frames only
+/// (`Σ m·p² / Σ m·p`); unpadded, exactly [`linear_softmax_pool`] over axis 1.
+pub fn linear_softmax_pool_masked(p: &Tensor, mask: &TimeMask) -> Result<Tensor> {
+    match mask.shaped(p.rank(), 1, p.dtype())? {
+        None => linear_softmax_pool(p, 1),
+        Some(m) => {
+            let pm = p.broadcast_mul(&m)?;
+            (&pm * p)?.sum(1)?.div(&pm.sum(1)?)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::layers::gradcheck;
+    use crate::model::layers::mask::TimeMask;
+    use candle_core::DType;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
@@ -158,6 +192,72 @@ mod tests {
             &VarMap::new(),
             &[("p", &p)],
             || linear_softmax_pool(p.as_tensor(), 1),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn masked_lp_pool_and_linear_softmax_equal_each_sequence_alone() {
+        let dev = Device::Cpu;
+        // 7 and 4 valid frames of 8: pooling by 2 keeps 3 and 2 windows.
+        let lengths = [7, 4];
+        let mask = TimeMask::new(&lengths, 8, DType::F64, &dev).unwrap();
+        let seqs: Vec<Tensor> = lengths
+            .iter()
+            .map(|&l| gradcheck::rand_tensor(&[1, 2, l, 4], l as u64))
+            .collect();
+        let x = gradcheck::pad_batch(&seqs, 2, 8);
+        let pool = LpPool2d::new(4.0, 2, 2);
+        let (y, m) = pool.forward_masked(&x, &mask).unwrap();
+        assert_eq!((m.lengths(), m.frames()), (&[3usize, 2][..], 4));
+        for (b, s) in seqs.iter().enumerate() {
+            let want = pool.forward(s).unwrap();
+            let got = gradcheck::valid_row(&y, b, 2, m.lengths()[b]);
+            gradcheck::assert_close(&got, &want, 1e-12, "lp");
+        }
+        let p = gradcheck::rand_tensor(&[2, 8, 3], 3)
+            .affine(0.4, 0.5)
+            .unwrap();
+        let got = linear_softmax_pool_masked(&p, &mask).unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let want = linear_softmax_pool(&gradcheck::valid_row(&p, b, 1, l), 1).unwrap();
+            gradcheck::assert_close(&got.narrow(0, b, 1).unwrap(), &want, 1e-12, "lsp");
+        }
+    }
+
+    #[test]
+    fn masked_pools_gradients_are_finite_and_match_finite_differences() {
+        let dev = Device::Cpu;
+        let lengths = [3, 6];
+        let mask = TimeMask::new(&lengths, 6, DType::F64, &dev).unwrap();
+        // Zero padding, as masked layers give: LP windows of padding sum to exactly 0.
+        let x = mask
+            .zero(&gradcheck::rand_tensor(&[2, 2, 6, 4], 6), 2)
+            .unwrap();
+        let x = Var::from_tensor(&x).unwrap();
+        for (p, kt, kf) in [(4.0, 2, 2), (3.0, 1, 2), (2.0, 3, 1)] {
+            let pool = LpPool2d::new(p, kt, kf);
+            gradcheck::check_masked(
+                &VarMap::new(),
+                ("x", &x),
+                2,
+                &lengths,
+                || pool.forward_masked(x.as_tensor(), &mask).map(|o| o.0),
+                1e-6,
+            );
+        }
+        let p = Var::from_tensor(
+            &gradcheck::rand_tensor(&[2, 6, 3], 7)
+                .affine(0.4, 0.5)
+                .unwrap(),
+        )
+        .unwrap();
+        gradcheck::check_masked(
+            &VarMap::new(),
+            ("p", &p),
+            1,
+            &lengths,
+            || linear_softmax_pool_masked(p.as_tensor(), &mask),
             1e-6,
         );
     }

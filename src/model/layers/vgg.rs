@@ -10,6 +10,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::ConvBnRelu;
+use super::mask::TimeMask;
 
 /// PyTorch `AvgPool2d(3, stride=1, padding=1)` (`count_include_pad=True`) of
 /// `(B, C, T, F)`: the sum of each zero-padded 3×3 neighbourhood divided by 9, computed
@@ -44,6 +45,21 @@ impl VggBlock {
     }
 }
 
+impl VggBlock {
+    /// The block on a zero-padded batch (zero at padded frames, time on axis 2):
+    /// statistics over valid frames, output zero at padded frames (the average pool
+    /// reads zeros beyond each clip's end, as unpadded). Unpadded, exactly
+    /// [`ModuleT::forward_t`].
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        if !mask.is_padded() {
+            return self.forward_t(x, train);
+        }
+        let h = self.units[0].forward_masked(x, mask, train)?;
+        let h = self.units[1].forward_masked(&h, mask, train)?;
+        mask.zero(&avg_pool3_same(&h)?, 2)
+    }
+}
+
 impl ModuleT for VggBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.units[0].forward_t(x, train)?;
@@ -69,6 +85,17 @@ impl VggStack {
             c = c_out;
         }
         Ok(Self { blocks })
+    }
+}
+
+impl VggStack {
+    /// The stack on a zero-padded batch (see [`VggBlock::forward_masked`]).
+    pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for b in &self.blocks {
+            h = b.forward_masked(&h, mask, train)?;
+        }
+        Ok(h)
     }
 }
 
