@@ -2,7 +2,7 @@
 //! shapes and dtypes. A model that loads must also score one streaming window.
 #![no_main]
 
-use hark::model::Model;
+use hark::model::{Model, Scorer};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
