@@ -1,18 +1,10 @@
-//! The daemon's TOML config parser and validator (`Config::parse`), then the
-//! per-class checks against a model's labels.
+//! Fuzz target `config_parse`: see `tests/fuzz_cases/mod.rs` (shared with the regression
+//! replay in `tests/fuzz_regressions.rs`).
 #![no_main]
 
-use std::path::Path;
-
-use hark::config::Config;
-use hark::detect::postprocess::PostprocessConfig;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|text: &str| {
-    let path = Path::new("fuzz.toml");
-    if let Ok(cfg) = Config::parse(text, path) {
-        let labels = vec!["speech".to_string(), "door".to_string()];
-        let _ = cfg.check_labels(path, &labels, &PostprocessConfig::default());
-        let _ = cfg.postprocess(&PostprocessConfig::default());
-    }
-});
+#[path = "../../tests/fuzz_cases/mod.rs"]
+mod fuzz_cases;
+
+fuzz_target!(|data: &[u8]| fuzz_cases::config_parse(data));

@@ -1,23 +1,10 @@
-//! The TSV readers of `hark eval`: event lists, durations and score tables.
+//! Fuzz target `tsv_eval`: see `tests/fuzz_cases/mod.rs` (shared with the regression
+//! replay in `tests/fuzz_regressions.rs`).
 #![no_main]
 
-use std::path::Path;
-
-use hark::metrics::tsv::{parse_events, parse_score_table, read_durations};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "../../tests/fuzz_cases/mod.rs"]
+mod fuzz_cases;
 
-fuzz_target!(|text: &str| {
-    let path = Path::new("fuzz.tsv");
-    if let Ok(list) = parse_events(path, text) {
-        for e in &list.events {
-            assert!(e.onset <= e.offset, "{e:?}");
-        }
-        let _ = list.files();
-    }
-    let _ = parse_score_table(path, text);
-    let p = common::scratch("durations.tsv", text.as_bytes());
-    let _ = read_durations(&p);
-});
+fuzz_target!(|data: &[u8]| fuzz_cases::tsv_eval(data));
