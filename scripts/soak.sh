@@ -10,9 +10,10 @@
 #
 # Defaults: 1 hour unpaced, 3 minutes paced, a sample every 2 s, output in
 # /tmp/hark-soak. Uses target/release/hark (HARK=path to override; built if
-# missing), sox and python3. The model is an untrained default-size CRNN from
-# `hark model init` whose per-class thresholds are set from its own scores on the
-# clip (70th/50th percentiles), so it emits many events of varied lengths: the
+# missing), sox and python3. The model is an untrained CRNN from `hark model init`
+# (small by default so that hours of audio take minutes; ARCH='{"name":"crnn"}'
+# for the default size) whose per-class thresholds are set from its own scores on
+# the clip (70th/50th percentiles), so it emits many events of varied lengths: the
 # point is the daemon's behaviour, not the detections.
 set -euo pipefail
 
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ARCH=${ARCH:-'{"name":"crnn","blocks":[{"channels":8,"pool":{"time":2,"mel":4}},{"channels":16,"pool":{"time":2,"mel":4}},{"channels":16,"pool":{"time":1,"mel":4}}],"gru_hidden":16}'}
 HARK=${HARK:-$ROOT/target/release/hark}
 if [ ! -x "$HARK" ]; then
     (cd "$ROOT" && cargo build --release --locked --bin hark)
@@ -42,7 +44,7 @@ rm -f "$OUT"/*.sock
 
 # ---- Model and config -------------------------------------------------------
 MODEL=$OUT/model.safetensors
-"$HARK" model init "$MODEL" --classes speech,chime,door --seed 1 >/dev/null
+"$HARK" model init "$MODEL" --classes speech,chime,door --seed 1 --arch "$ARCH" >/dev/null
 "$HARK" detect --model "$MODEL" --scores "$OUT/calibration" "$CLIP" >/dev/null 2>"$OUT/detect.log"
 python3 - "$OUT/calibration/speech_chime_16k.tsv" "$OUT/classes.toml" <<'EOF'
 import sys

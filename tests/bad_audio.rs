@@ -368,7 +368,7 @@ fn detect_and_run_exit_1_naming_each_unreadable_file() {
     let o = run(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains(&format!("7 of 8 files")),
+        stderr(&o).contains("7 of 8 files"),
         "{}",
         stderr(&o)
     );
