@@ -105,6 +105,7 @@ fn a_stalled_source_stops_events_reports_reconnecting_and_is_reopened() {
         energy_gate_dbfs: None,
         loud_dbfs: None,
         stall_timeout: Duration::from_millis(300),
+        inference_delay: Duration::ZERO,
     };
     let model = hark::model::Model::load(&model_path).unwrap();
     let pp = model.meta().postprocess.clone();

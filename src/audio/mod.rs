@@ -235,10 +235,17 @@ pub fn decode_file(path: &Path) -> Result<(Vec<f32>, u32), AudioError> {
     Ok((out, rate))
 }
 
+/// The largest sample magnitude passed on (80 dB above full scale). Float audio may
+/// exceed ±1, but a corrupt float file can hold values near `f32::MAX`, whose power
+/// overflows to infinity in the spectrum and makes every score NaN; such samples are
+/// clamped to ±`SAMPLE_LIMIT` (found by the bad-input tests).
+pub const SAMPLE_LIMIT: f32 = 1.0e4;
+
 /// Downmixes interleaved frames to mono by averaging the channels, writing one sample
 /// per frame to `out` (which must hold `interleaved.len() / channels` samples; a partial
 /// trailing frame is ignored). Non-finite values are replaced by 0 before averaging;
-/// returns how many were replaced. Allocation-free (safe in a capture callback).
+/// returns how many were replaced. Finite values are clamped to ±[`SAMPLE_LIMIT`].
+/// Allocation-free (safe in a capture callback).
 pub fn downmix_to_mono<T: Copy>(
     interleaved: &[T],
     channels: usize,
@@ -251,7 +258,7 @@ pub fn downmix_to_mono<T: Copy>(
         for (o, &s) in out.iter_mut().zip(interleaved) {
             let v = to_f32(s);
             *o = if v.is_finite() {
-                v
+                v.clamp(-SAMPLE_LIMIT, SAMPLE_LIMIT)
             } else {
                 nonfinite += 1;
                 0.0
@@ -265,7 +272,7 @@ pub fn downmix_to_mono<T: Copy>(
         for &s in frame {
             let v = to_f32(s);
             if v.is_finite() {
-                sum += v;
+                sum += v.clamp(-SAMPLE_LIMIT, SAMPLE_LIMIT);
             } else {
                 nonfinite += 1;
             }
@@ -417,6 +424,16 @@ mod tests {
             &mut from_i16,
         );
         assert!(from_i16[0].abs() < 1e-7 && (from_i16[1] - 32767.0 / 32768.0).abs() < 1e-7);
+        // Corrupt float data near f32::MAX is clamped, in mono and when averaging.
+        let mut huge = [0.0f32; 2];
+        assert_eq!(
+            downmix_to_mono(&[3.8e34f32, -f32::MAX], 1, |v| v, &mut huge),
+            0
+        );
+        assert_eq!(huge, [SAMPLE_LIMIT, -SAMPLE_LIMIT]);
+        let mut avg = [0.0f32; 1];
+        downmix_to_mono(&[f32::MAX, f32::MAX], 2, |v| v, &mut avg);
+        assert!((avg[0] - SAMPLE_LIMIT).abs() < 1e-3, "{avg:?}");
     }
 
     #[test]

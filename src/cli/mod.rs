@@ -303,6 +303,12 @@ fn run(a: RunArgs) -> Result<()> {
         energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
         loud_dbfs: cfg.pipeline.loud_dbfs,
         stall_timeout: Duration::from_secs_f32(cfg.source.stall_timeout_s),
+        // A test hook: simulate a model slower than real time (README, Reliability).
+        inference_delay: std::env::var("HARK_TEST_INFERENCE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::ZERO),
     };
     // SIGHUP re-reads the config file: per-class settings and sinks change without
     // touching the audio stream (flags given on the command line still win).

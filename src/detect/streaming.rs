@@ -16,11 +16,19 @@ use std::collections::VecDeque;
 
 use crate::model::{ModelError, Scorer};
 
+/// The longest streaming window, frames (over 30 minutes at 50 frames/s). A model
+/// file claiming more is refused rather than allocating its buffers (a corrupt
+/// `window_frames` of 2^40 aborted the process; found by the bad-model tests).
+pub const MAX_WINDOW_FRAMES: usize = 100_000;
+
 impl StreamingConfig {
-    /// Checks `0 < hop ≤ window`.
+    /// Checks `0 < hop ≤ window ≤ MAX_WINDOW_FRAMES`.
     pub fn validate(&self) -> Result<(), String> {
-        if self.window_frames == 0 {
-            return Err("streaming.window_frames must be ≥ 1".into());
+        if self.window_frames == 0 || self.window_frames > MAX_WINDOW_FRAMES {
+            return Err(format!(
+                "streaming.window_frames = {} must be in 1..={MAX_WINDOW_FRAMES}",
+                self.window_frames
+            ));
         }
         if self.hop_frames == 0 || self.hop_frames > self.window_frames {
             return Err(format!(

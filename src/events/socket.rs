@@ -10,6 +10,11 @@
 //! - A client may send `{"subscribe":{"labels":[...],"scores":true}}` lines; bad
 //!   lines get an `{"type":"error"}` reply; a line longer than
 //!   [`MAX_CLIENT_LINE`] or invalid UTF-8 gets the client disconnected.
+//! - Score lines (50 a second of audio) are queued only while some client asked
+//!   for them, and only while the sink's queue is less than half full: when the
+//!   socket thread falls behind, score lines are shed first and the other half of
+//!   the queue is kept for events and status. (Without this, a 12-hour soak at
+//!   140 × real time lost 3 `start` lines to a queue full of unwanted scores.)
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -66,6 +71,10 @@ pub struct SocketStats {
 /// The socket sink (see the module docs).
 pub struct SocketSink {
     tx: Option<Sender<Arc<Outgoing>>>,
+    /// Lines the queue holds.
+    capacity: usize,
+    /// Whether some client subscribed to score lines: see [`ScoresWanted`].
+    scores_wanted: Arc<ScoresWanted>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SocketStats>,
     path: PathBuf,
@@ -103,6 +112,39 @@ impl Client {
             }
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Whether any client wants score lines, as one atomic word: bit 0 is the flag,
+/// the rest counts subscription changes. A client's reader sets the flag at once
+/// when it subscribes to scores (so the very next score line is queued); the socket
+/// thread recomputes it from all clients and stores the result only if no
+/// subscription changed meanwhile (compare-and-swap), so it never clears the flag
+/// under a subscription it did not see.
+#[derive(Debug, Default)]
+struct ScoresWanted(AtomicU64);
+
+impl ScoresWanted {
+    fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & 1 == 1
+    }
+
+    /// A client's subscription changed (after it was stored).
+    fn changed(&self, wants_scores: bool) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some((((v >> 1) + 1) << 1) | (v & 1) | u64::from(wants_scores))
+            });
+    }
+
+    /// Sets the flag to `any()` unless a subscription changed while computing it.
+    fn recompute(&self, any: impl FnOnce() -> bool) {
+        let v0 = self.0.load(Ordering::SeqCst);
+        let new = (v0 & !1) | u64::from(any());
+        let _ = self
+            .0
+            .compare_exchange(v0, new, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -176,19 +218,24 @@ impl SocketSink {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let (tx, rx) = bounded::<Arc<Outgoing>>(opts.sink_queue.max(16));
+        let capacity = opts.sink_queue.max(16);
+        let (tx, rx) = bounded::<Arc<Outgoing>>(capacity);
         let stats = Arc::new(SocketStats::default());
         let st = stats.clone();
         let p = path.to_path_buf();
+        let scores_wanted = Arc::new(ScoresWanted::default());
+        let sw = scores_wanted.clone();
         let thread = std::thread::Builder::new()
             .name("hark-socket".into())
-            .spawn(move || serve(listener, rx, hello, classes, opts, st, p))
+            .spawn(move || serve(listener, rx, hello, classes, opts, st, p, sw))
             .map_err(|source| EventsError::Thread {
                 name: "hark-socket".into(),
                 source,
             })?;
         Ok(SocketSink {
             tx: Some(tx),
+            capacity,
+            scores_wanted,
             thread: Some(thread),
             stats,
             path: path.to_path_buf(),
@@ -212,12 +259,20 @@ impl Sink for SocketSink {
     }
 
     fn offer(&self, out: &Arc<Outgoing>) -> bool {
-        match &self.tx {
-            Some(tx) => match tx.try_send(out.clone()) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => true,
-                Err(TrySendError::Full(_)) => false,
-            },
-            None => true,
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        match out.kind {
+            // Lines no client wants: mel columns, and scores without a subscriber.
+            Kind::Mel => return true,
+            Kind::Scores if !self.scores_wanted.get() => return true,
+            // Score lines are shed first: half the queue stays for the rest.
+            Kind::Scores if tx.len() >= self.capacity / 2 => return false,
+            _ => {}
+        }
+        match tx.try_send(out.clone()) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => true,
+            Err(TrySendError::Full(_)) => false,
         }
     }
 
@@ -229,6 +284,7 @@ impl Sink for SocketSink {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     listener: UnixListener,
     rx: Receiver<Arc<Outgoing>>,
@@ -237,6 +293,7 @@ fn serve(
     opts: SocketOptions,
     stats: Arc<SocketStats>,
     path: PathBuf,
+    scores_wanted: Arc<ScoresWanted>,
 ) {
     let classes = Arc::new(classes);
     let mut clients: Vec<Client> = Vec::new();
@@ -255,7 +312,15 @@ fn serve(
                         continue;
                     }
                     next_id += 1;
-                    match start_client(next_id, stream, &hello, &last_status, &classes, opts) {
+                    match start_client(
+                        next_id,
+                        stream,
+                        &hello,
+                        &last_status,
+                        &classes,
+                        opts,
+                        &scores_wanted,
+                    ) {
                         Ok(c) => {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(client = c.id, "client connected");
@@ -272,6 +337,11 @@ fn serve(
             }
         }
         stats.clients.store(clients.len(), Ordering::Relaxed);
+        scores_wanted.recompute(|| {
+            clients
+                .iter()
+                .any(|c| c.sub.lock().map(|s| s.scores).unwrap_or(true))
+        });
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(out) => {
                 if out.kind == Kind::Status {
@@ -337,6 +407,7 @@ fn start_client(
     last_status: &Option<Arc<Outgoing>>,
     classes: &Arc<Vec<String>>,
     opts: SocketOptions,
+    scores_wanted: &Arc<ScoresWanted>,
 ) -> std::io::Result<Client> {
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(opts.write_timeout))?;
@@ -352,9 +423,10 @@ fn start_client(
         .spawn(move || write_loop(wstream, rx))?;
     let rstream = stream.try_clone()?;
     let (sub2, tx2, classes) = (sub.clone(), tx.clone(), classes.clone());
+    let wanted = scores_wanted.clone();
     let reader = std::thread::Builder::new()
         .name(format!("hark-client-{id}-r"))
-        .spawn(move || read_loop(id, rstream, sub2, tx2, &classes))?;
+        .spawn(move || read_loop(id, rstream, sub2, tx2, &classes, &wanted))?;
     Ok(Client {
         id,
         tx: Some(tx),
@@ -385,6 +457,7 @@ fn read_loop(
     sub: Arc<Mutex<Subscription>>,
     tx: Sender<Arc<Outgoing>>,
     classes: &[String],
+    scores_wanted: &ScoresWanted,
 ) {
     let reply = |msg: &str| {
         let _ = tx.try_send(Arc::new(Outgoing {
@@ -414,9 +487,11 @@ fn read_loop(
             }
             match Subscription::parse(text, classes) {
                 Ok(s) => {
+                    let scores = s.scores;
                     if let Ok(mut g) = sub.lock() {
                         *g = s;
                     }
+                    scores_wanted.changed(scores);
                 }
                 Err(e) => reply(&e),
             }
@@ -483,6 +558,50 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn score_lines_are_queued_only_when_wanted_and_shed_before_events() {
+        let (tx, rx) = bounded::<Arc<Outgoing>>(16);
+        let sink = SocketSink {
+            tx: Some(tx),
+            capacity: 16,
+            scores_wanted: Arc::new(ScoresWanted::default()),
+            thread: None,
+            stats: Arc::new(SocketStats::default()),
+            path: PathBuf::from("unused"),
+        };
+        let classes = ["a".to_string(), "b".to_string()];
+        let scores = Message::Scores {
+            t: 0.0,
+            scores: vec![0.1, 0.2],
+        }
+        .to_outgoing(&classes);
+        let event = start_event(1, "a").to_outgoing(&classes);
+        // Nobody subscribed: accepted, not queued.
+        assert!(sink.offer(&scores));
+        assert_eq!(rx.len(), 0);
+        // A subscriber: score lines fill half the queue, then are shed...
+        sink.scores_wanted.changed(true);
+        for _ in 0..8 {
+            assert!(sink.offer(&scores));
+        }
+        assert!(!sink.offer(&scores));
+        assert_eq!(rx.len(), 8);
+        // ... while events still find room.
+        for _ in 0..8 {
+            assert!(sink.offer(&event));
+        }
+        assert!(!sink.offer(&event));
+        // The socket thread's recompute clears the flag once nobody wants scores,
+        // but never over a subscription change it did not see.
+        sink.scores_wanted.recompute(|| {
+            sink.scores_wanted.changed(true);
+            false
+        });
+        assert!(sink.scores_wanted.get());
+        sink.scores_wanted.recompute(|| false);
+        assert!(!sink.scores_wanted.get());
     }
 
     #[test]

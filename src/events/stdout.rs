@@ -32,8 +32,10 @@ impl StdoutSink {
                         .write_all(out.line.as_bytes())
                         .and_then(|_| w.write_all(b"\n"))
                         .and_then(|_| w.flush());
-                    if ok.is_err() {
-                        // stdout closed (e.g. `| head`): stop printing, keep draining.
+                    if let Err(e) = ok {
+                        // stdout closed (e.g. `| head`) or its disk full: stop
+                        // printing; the other sinks and detection go on.
+                        tracing::warn!(error = %e, "cannot write to stdout; no more lines are printed there");
                         break;
                     }
                 }

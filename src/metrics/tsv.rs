@@ -56,15 +56,24 @@ fn rows(text: &str) -> (Vec<String>, Vec<(usize, Vec<&str>)>) {
     (header, body)
 }
 
+/// The index of the header column `name`. A column named twice is an error: which
+/// one holds the data would be a guess.
 fn column(path: &Path, header: &[String], name: &str, expected: &str) -> Result<usize> {
-    header
-        .iter()
-        .position(|h| h == name)
-        .ok_or_else(|| MetricsError::MissingColumn {
+    let mut found = header.iter().enumerate().filter(|(_, h)| *h == name);
+    let first = found.next().map(|(i, _)| i);
+    if found.next().is_some() {
+        return Err(MetricsError::Parse {
             path: path.to_path_buf(),
+            line: 1,
             column: name.to_string(),
-            expected: expected.to_string(),
-        })
+            message: format!("the header names `{name}` more than once"),
+        });
+    }
+    first.ok_or_else(|| MetricsError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        expected: expected.to_string(),
+    })
 }
 
 fn parse_time(path: &Path, line: usize, column: &str, cell: &str) -> Result<f64> {
@@ -214,6 +223,19 @@ pub fn parse_score_table(path: &Path, text: &str) -> Result<ScoreTable> {
         });
     }
     let classes: Vec<String> = header[2..].to_vec();
+    if let Some((i, c)) = classes
+        .iter()
+        .enumerate()
+        .find(|(i, c)| c.is_empty() || classes[..*i].contains(c))
+    {
+        return Err(MetricsError::ScoreTable {
+            path: path.to_path_buf(),
+            message: format!(
+                "line 1: class column {} `{c}` is empty or named twice (expected distinct class names)",
+                i + 3
+            ),
+        });
+    }
     let mut timestamps = Vec::with_capacity(body.len() + 1);
     let mut scores = Vec::with_capacity(body.len());
     let mut last_offset = None;

@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// are stopped, the status says `reconnecting`, and the source is reopened with
     /// exponential backoff.
     pub stall_timeout: Duration,
+    /// Test hook (zero in production): extra time the model thread spends on every
+    /// window, to simulate a model slower than real time. `hark run` takes it from
+    /// the environment variable `HARK_TEST_INFERENCE_DELAY_MS`.
+    pub inference_delay: Duration,
 }
 
 /// Reloads the post-processing settings on request (SIGHUP): `requested` is set by
@@ -190,7 +194,13 @@ pub fn run_with_source(
     let metrics = Arc::new(Metrics::new(labels.clone()));
     {
         let m = metrics.clone();
-        stage.set_inference_observer(Box::new(move |d| m.inference.observe(d)));
+        let delay = opts.inference_delay;
+        stage.set_inference_observer(Box::new(move |d| {
+            m.inference.observe(d);
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+        }));
     }
     let fe = FeatureStage::new(source.sample_rate(), &meta.features)?;
 
