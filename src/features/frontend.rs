@@ -161,33 +161,133 @@ impl Frontend {
         let n_mels = self.cfg.n_mels;
         let base = out.len();
         out.resize(base + n_mels, 0.0);
-        let row = &mut out[base..];
         let frame = &self.buf[self.start..self.start + self.cfg.n_fft];
-        let used = self.mel.used_bins();
+        Self::compute_row(
+            &self.cfg,
+            &mut self.stft,
+            &self.mel,
+            self.power,
+            &mut self.spec,
+            frame,
+            &mut out[base..],
+        );
+        self.frames += 1;
+    }
+
+    /// The log-mel row of one `n_fft`-sample frame: the only code that turns samples
+    /// into features, shared by the streaming and the offline paths.
+    fn compute_row(
+        cfg: &FeatureConfig,
+        stft: &mut Stft,
+        mel: &MelFilterbank,
+        power: SpectrumPower,
+        spec: &mut [f32],
+        frame: &[f32],
+        row: &mut [f32],
+    ) {
+        let used = mel.used_bins();
         let n_used = used.len();
-        self.stft
-            .power_spectrum(frame, self.power, used, &mut self.spec[..n_used]);
-        self.mel.apply(&self.spec, row);
-        match self.cfg.log {
+        stft.power_spectrum(frame, power, used, &mut spec[..n_used]);
+        mel.apply(spec, row);
+        match cfg.log {
             LogScale::Ln { eps } => row.iter_mut().for_each(|v| *v = (*v + eps).ln()),
             LogScale::Db { amin } => row.iter_mut().for_each(|v| *v = 10.0 * v.max(amin).log10()),
         }
-        if let Normalization::PerBand { mean, std } = &self.cfg.normalization {
+        if let Normalization::PerBand { mean, std } = &cfg.normalization {
             for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
                 *v = (*v - m) / s;
             }
         }
-        self.frames += 1;
+    }
+
+    /// Offline frames `first, first + 1, …` of a whole signal `samples` into `out`
+    /// (`n_mels` values per frame; as many frames as `out` holds): frame `i` is
+    /// `padded[i·hop .. i·hop + n_fft]`, `padded` being `samples` with `n_fft / 2`
+    /// zeros on both sides when `center` is set — the frames [`Frontend::push`] and
+    /// [`Frontend::finish`] emit, bit for bit. Leaves the streaming state reset.
+    fn frames_into(&mut self, samples: &[f32], first: usize, out: &mut [f32]) {
+        let n_fft = self.cfg.n_fft;
+        let hop = self.cfg.hop_length;
+        let lead = if self.cfg.center { n_fft / 2 } else { 0 };
+        self.buf.clear();
+        self.buf.resize(n_fft, 0.0);
+        for (k, row) in out.chunks_exact_mut(self.cfg.n_mels).enumerate() {
+            let s0 = ((first + k) * hop) as isize - lead as isize;
+            let frame: &[f32] = if s0 >= 0 && s0 as usize + n_fft <= samples.len() {
+                &samples[s0 as usize..s0 as usize + n_fft]
+            } else {
+                // Partly in the zero padding: copy what exists.
+                for (j, d) in self.buf.iter_mut().enumerate() {
+                    let t = s0 + j as isize;
+                    *d = if t >= 0 && (t as usize) < samples.len() {
+                        samples[t as usize]
+                    } else {
+                        0.0
+                    };
+                }
+                &self.buf
+            };
+            Self::compute_row(
+                &self.cfg,
+                &mut self.stft,
+                &self.mel,
+                self.power,
+                &mut self.spec,
+                frame,
+                row,
+            );
+        }
+        self.reset();
     }
 }
 
+/// Frames per thread below which [`logmel`] stays on the calling thread.
+const PAR_FRAMES: usize = 256;
+
 /// Offline log-mel of a whole signal = new + push(all) + finish. Row-major (frames, n_mels).
+///
+/// Long signals are split into runs of frames computed on rayon's threads (each with
+/// its own FFT plan and buffers); the values do not depend on the split.
 pub fn logmel(cfg: &FeatureConfig, samples: &[f32]) -> Result<Vec<f32>, FeatureError> {
-    let mut fe = Frontend::new(cfg)?;
-    let mut out = Vec::with_capacity(n_frames(cfg, samples.len()) * cfg.n_mels);
-    fe.push(samples, &mut out);
-    fe.finish(&mut out);
+    let mut out = Vec::new();
+    logmel_into(cfg, samples, &mut out)?;
     Ok(out)
+}
+
+/// As [`logmel`], into `out` (cleared first; its capacity is reused).
+pub fn logmel_into(
+    cfg: &FeatureConfig,
+    samples: &[f32],
+    out: &mut Vec<f32>,
+) -> Result<(), FeatureError> {
+    cfg.validate()?;
+    let n = n_frames(cfg, samples.len());
+    out.clear();
+    out.resize(n * cfg.n_mels, 0.0);
+    let threads = rayon::current_num_threads().max(1);
+    let per = n.div_ceil(threads).max(PAR_FRAMES);
+    frames_in_runs(cfg, samples, per, out)
+}
+
+/// Fills `out` (whole frames) with the offline frames of `samples`, `per` frames per
+/// task; the runs after the first go to rayon's threads.
+fn frames_in_runs(
+    cfg: &FeatureConfig,
+    samples: &[f32],
+    per: usize,
+    out: &mut [f32],
+) -> Result<(), FeatureError> {
+    use rayon::prelude::*;
+    if per * cfg.n_mels >= out.len() {
+        Frontend::new(cfg)?.frames_into(samples, 0, out);
+        return Ok(());
+    }
+    out.par_chunks_mut(per * cfg.n_mels)
+        .enumerate()
+        .try_for_each(|(k, dst)| {
+            Frontend::new(cfg)?.frames_into(samples, k * per, dst);
+            Ok(())
+        })
 }
 
 /// Number of frames `logmel` returns for `n_samples` samples (librosa: 1 + n/hop when centred;
@@ -462,6 +562,28 @@ mod tests {
                 ..small_cfg()
             },
         ]
+    }
+
+    #[test]
+    fn frames_split_into_runs_equal_the_streaming_frames() {
+        for cfg in streaming_cfgs() {
+            let x = signal(7001, cfg.sample_rate as f32);
+            let mut fe = Frontend::new(&cfg).unwrap();
+            let mut stream = Vec::new();
+            fe.push(&x, &mut stream);
+            fe.finish(&mut stream);
+            for per in [1usize, 7, 1000] {
+                let mut runs = vec![f32::NAN; stream.len()];
+                frames_in_runs(&cfg, &x, per, &mut runs).unwrap();
+                assert!(
+                    runs.iter().zip(&stream).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "per = {per}"
+                );
+            }
+        }
+        let mut reused = vec![1.0; 3];
+        logmel_into(&FeatureConfig::default(), &[], &mut reused).unwrap();
+        assert!(reused.is_empty());
     }
 
     proptest! {

@@ -60,6 +60,24 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
+    /// The per-channel weight γ, `(C)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Inference as one affine map per channel, `y = scale · x + shift` with
+    /// `scale = γ / √(running_var + eps)` and `shift = β − running_mean · scale`
+    /// (f32, the values the inference path computes), for fused kernels.
+    pub(crate) fn eval_affine(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let v = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+        let (w, b) = (v(&self.weight)?, v(&self.bias)?);
+        let (rm, rv) = (v(self.running_mean())?, v(self.running_var())?);
+        let eps = self.eps as f32;
+        let scale: Vec<f32> = w.iter().zip(&rv).map(|(w, r)| w / (r + eps).sqrt()).collect();
+        let shift = b.iter().zip(&rm).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        Ok((scale, shift))
+    }
+
     /// Shape `(1, C, 1, …)` that broadcasts a per-channel vector against `x`.
     fn channel_shape(x: &Tensor, c: usize) -> Vec<usize> {
         (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()

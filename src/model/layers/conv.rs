@@ -7,6 +7,7 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::LeakyRelu;
 use super::batch_norm::BatchNorm;
+use super::fast::{self, Act, ConvSpec};
 use super::mask::TimeMask;
 
 /// 2-D convolution without bias, odd `k × k` kernel, "same" zero padding, stride 1;
@@ -43,6 +44,31 @@ impl Conv2dSame {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// Inference only ([`fast::conv2d`]): the convolution of `pre`-scaled input (a
+    /// batch norm before it, applied to real samples only) followed by `act`.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        pre: Option<(&[f32], &[f32])>,
+        act: Act,
+    ) -> Result<Tensor> {
+        let (c_out, _, k, _) = self.weight.dims4()?;
+        let w = fast::to_vec(&self.weight)?;
+        fast::conv2d(
+            x,
+            &ConvSpec {
+                weight: &w,
+                c_out,
+                kernel: (k, k),
+                stride: (1, 1),
+                padding: (k / 2, k / 2),
+                pre,
+                post: None,
+                act,
+            },
+        )
+    }
 }
 
 impl Module for Conv2dSame {
@@ -57,6 +83,9 @@ impl Module for Conv2dSame {
         }
         debug_assert_eq!(k, self.kernel);
         let p = k / 2;
+        if fast::eval_ready(x, &[&self.weight]) {
+            return self.forward_fused(x, None, Act::Identity);
+        }
         let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
         let mut shifted = Vec::with_capacity(k * k);
         for di in 0..k {
@@ -110,6 +139,12 @@ impl ConvBlock {
 
 impl ModuleT for ConvBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && fast::eval_ready(x, &[self.conv.weight(), self.bn.weight()]) {
+            // One pass: batch norm inside the im2col copy, LeakyReLU on the products.
+            let (scale, shift) = self.bn.eval_affine()?;
+            let act = Act::Leaky(self.act.slope() as f32);
+            return self.conv.forward_fused(x, Some((&scale, &shift)), act);
+        }
         let x = self.bn.forward_t(x, train)?;
         let x = self.conv.forward(&x)?;
         self.act.forward_t(&x, train)
@@ -218,6 +253,45 @@ impl Conv2d {
     pub fn geometry(&self) -> Conv2dGeometry {
         self.geom
     }
+
+    /// Inference only ([`fast::conv2d`]): `act(scale · (conv(x) + bias) + shift)` with
+    /// an optional per-channel `(scale, shift)` (a batch norm after the convolution).
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        bn: Option<(Vec<f32>, Vec<f32>)>,
+        act: Act,
+    ) -> Result<Tensor> {
+        let c_out = self.weight.dim(0)?;
+        let w = fast::to_vec(&self.weight)?;
+        let bias = match &self.bias {
+            Some(b) => fast::to_vec(b)?,
+            None => vec![0.0; c_out],
+        };
+        let fused = self.bias.is_some() || bn.is_some();
+        let (scale, shift) = match bn {
+            Some((s, t)) => {
+                let shift = s.iter().zip(&t).zip(&bias).map(|((s, t), b)| s * b + t);
+                let shift = shift.collect();
+                (s, shift)
+            }
+            None => (vec![1.0; c_out], bias),
+        };
+        let post = fused.then_some((scale.as_slice(), shift.as_slice()));
+        fast::conv2d(
+            x,
+            &ConvSpec {
+                weight: &w,
+                c_out,
+                kernel: self.geom.kernel,
+                stride: self.geom.stride,
+                padding: self.geom.padding,
+                pre: None,
+                post,
+                act,
+            },
+        )
+    }
 }
 
 /// Entries `start, start + s, …` (`n` of them) of the contiguous tensor `x` along `dim`.
@@ -253,6 +327,10 @@ impl Module for Conv2d {
                 x.shape()
             );
         };
+        let params: Vec<&Tensor> = std::iter::once(&self.weight).chain(&self.bias).collect();
+        if fast::eval_ready(x, &params) {
+            return self.forward_fused(x, None, Act::Identity);
+        }
         let xp = if pt > 0 || pf > 0 {
             x.pad_with_zeros(2, pt, pt)?.pad_with_zeros(3, pf, pf)?
         } else {
@@ -316,6 +394,16 @@ impl ConvBnRelu {
 
 impl ModuleT for ConvBnRelu {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let params: Vec<&Tensor> = [self.conv.weight(), self.bn.weight()]
+            .into_iter()
+            .chain(&self.conv.bias)
+            .collect();
+        if !train && fast::eval_ready(x, &params) {
+            // The batch norm folded into a per-channel scale and shift of the products.
+            return self
+                .conv
+                .forward_fused(x, Some(self.bn.eval_affine()?), Act::Relu);
+        }
         let x = self.conv.forward(x)?;
         self.bn.forward_t(&x, train)?.relu()
     }

@@ -229,8 +229,16 @@ impl BiGru {
 
 impl candle_core::Module for BiGru {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let f = self.fwd.forward_dir(x, false)?;
-        let b = self.bwd.forward_dir(x, true)?;
+        let (f, b) = if super::fast::eval_ready(x, &[&self.fwd.w_hh, &self.bwd.w_hh]) {
+            // Inference: the two directions' plain loops on two threads.
+            let (f, b) = rayon::join(
+                || self.fwd.forward_dir(x, false),
+                || self.bwd.forward_dir(x, true),
+            );
+            (f?, b?)
+        } else {
+            (self.fwd.forward_dir(x, false)?, self.bwd.forward_dir(x, true)?)
+        };
         Tensor::cat(&[f, b], D::Minus1)
     }
 }

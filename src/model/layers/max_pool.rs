@@ -54,6 +54,9 @@ impl Module for MaxPool2d {
         if kt == 1 && kf == 1 {
             return Ok(x.clone());
         }
+        if super::fast::eval_ready(x, &[]) {
+            return super::fast::max_pool(x, (kt, kf));
+        }
         let (to, fo) = (t / kt, f / kf);
         let x = if to * kt == t && fo * kf == f {
             x.contiguous()?

@@ -18,6 +18,7 @@ pub mod context_attention;
 pub mod conv;
 pub mod crnn_encoder;
 pub mod decoder;
+pub(crate) mod fast;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod gru;
