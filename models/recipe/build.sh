@@ -47,12 +47,13 @@ resume=()
 "$hark" train "$cache/run/train.toml" "${resume[@]}" ${EPOCHS:+--epochs "$EPOCHS"}
 
 val="$cache/soundscapes/validation"
-"$hark" tune "$run_model" --audio "$val/audio" --strong "$val/strong.tsv"
+"$hark" tune "$run_model" --audio "$val/audio" --strong "$val/strong.tsv" --cache "$cache/features"
 cp "$run_model" "$repo/models/$name.safetensors"
 rm -rf "$cache/run/scores"
 "$hark" detect -m "$repo/models/$name.safetensors" "$val"/audio/*.wav \
   --scores "$cache/run/scores" -o "$cache/run/validation-detections.tsv"
 mkdir -p "$here/results"
-"$hark" eval --reference "$val/strong.tsv" --estimate "$cache/run/validation-detections.tsv" \
+python3 "$here/merge_overlaps.py" "$val/strong.tsv" "$cache/run/validation-merged.tsv"
+"$hark" eval --reference "$cache/run/validation-merged.tsv" --estimate "$cache/run/validation-detections.tsv" \
   --scores "$cache/run/scores" --json > "$here/results/$name.validation.json"
 echo "build.sh: models/$name.safetensors written; metrics in models/recipe/results/$name.validation.json" >&2

@@ -98,8 +98,8 @@ fn parse_time(path: &Path, line: usize, column: &str, cell: &str) -> Result<f64>
 }
 
 /// Reads a DCASE event TSV (`filename onset offset event_label`, header required, extra
-/// columns ignored). A row whose onset, offset and label are all empty lists a file
-/// without events.
+/// columns ignored). A row whose onset, offset and label are all empty, or whose label
+/// is empty and onset equals offset, lists a file without events.
 pub fn read_events(path: &Path) -> Result<EventList> {
     let text = read(path)?;
     parse_events(path, &text)
@@ -147,6 +147,12 @@ pub fn parse_events(path: &Path, text: &str) -> Result<EventList> {
                 onset,
                 offset,
             });
+        }
+        if lab.is_empty() && onset == offset {
+            // `file  0  0  ` (as `hark synth` and several DCASE tools write it): a file
+            // without events.
+            out.empty_files.push(file.to_string());
+            continue;
         }
         if lab.is_empty() {
             return Err(MetricsError::Parse {
@@ -363,6 +369,18 @@ mod tests {
 
     fn p() -> &'static Path {
         Path::new("x.tsv")
+    }
+
+    #[test]
+    fn a_zero_length_row_without_label_lists_a_file_without_events() {
+        let l = parse_events(p(), "filename\tonset\toffset\tevent_label\nc.wav\t0\t0\t\n").unwrap();
+        assert!(l.events.is_empty());
+        assert_eq!(l.empty_files, vec!["c.wav".to_string()]);
+        // With a length, an empty label is still an error.
+        let e = parse_events(p(), "filename\tonset\toffset\tevent_label\nc.wav\t0\t1\t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty label"), "{e}");
     }
 
     #[test]
