@@ -71,7 +71,9 @@ if [[ " ${TARGETS[*]} " == *" model_load "* ]]; then
 fi
 
 # ---- Build once, run each target ---------------------------------------------
-CARGO_BUILD_JOBS=$JOBS cargo +nightly fuzz build -O "${TARGETS[@]}" 2>&1 | tail -2
+for t in "${TARGETS[@]}"; do
+    CARGO_BUILD_JOBS=$JOBS cargo +nightly fuzz build -O "$t" 2>&1 | grep -E '^error|warning: unused' || true
+done
 STATUS=0
 for t in "${TARGETS[@]}"; do
     log=$(mktemp)

@@ -161,8 +161,11 @@ pub fn tsv_train(data: &[u8]) {
     let _ = Dataset::load_split(&cfg, &split, &base, &FeatureConfig::default(), "data.train");
 }
 
+/// A target's check.
+pub type Check = fn(&[u8]);
+
 /// Every target by name, for the regression replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("audio_decode", audio_decode),
     ("config_parse", config_parse),
     ("model_load", model_load),
