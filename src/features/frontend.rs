@@ -266,6 +266,14 @@ pub fn logmel_into(
     out.resize(n * cfg.n_mels, 0.0);
     let threads = rayon::current_num_threads().max(1);
     let per = n.div_ceil(threads).max(PAR_FRAMES);
+    if per >= n {
+        // One run: the streaming path itself.
+        let mut fe = Frontend::new(cfg)?;
+        out.clear();
+        fe.push(samples, out);
+        fe.finish(out);
+        return Ok(());
+    }
     frames_in_runs(cfg, samples, per, out)
 }
 
