@@ -140,14 +140,16 @@ fn main() {
     });
     eprintln!("logmel 60 s: {ms:.2} ms");
     results.insert("logmel_60s".into(), ms.into());
+    let mut reused = Vec::new();
+    let ms = median_ms(reps, || {
+        hark::features::logmel_parallel_into(&cfg, &x60, &mut reused).expect("logmel");
+    });
+    eprintln!("logmel 60 s, split across threads: {ms:.2} ms");
+    results.insert("logmel_60s_parallel".into(), ms.into());
     for (name, path) in model_files(dir) {
         let mut model = Model::load(&path).expect("model file");
         let n_mels = model.meta().features.n_mels;
-        let window = model
-            .meta()
-            .streaming
-            .window_frames
-            .max(model.min_frames());
+        let window = model.meta().streaming.window_frames.max(model.min_frames());
         let x = frames(500, n_mels);
         let mut scores = Vec::new();
         let clip = median_ms(reps, || {

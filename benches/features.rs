@@ -3,13 +3,14 @@
 //! `logmel_60s_default`: hark's default setting on 60 s of 16 kHz audio (3001 frames),
 //! the number to compare with librosa (`librosa.feature.melspectrogram` + `np.log` on
 //! the same signal took ~17.5 ms on the 2-vCPU build machine; the goal is ≤ 0.2× that).
+//! `logmel_60s_parallel`: the same split across rayon's threads (`RAYON_NUM_THREADS`).
 //! `frontend_push_1s`: the streaming path the daemon runs, 1 s per call, no allocation.
 //! `realfft_1024`: the FFT alone, the floor of the per-frame cost.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hark::features::{logmel, n_frames, FeatureConfig, Frontend};
+use hark::features::{logmel, logmel_parallel_into, n_frames, FeatureConfig, Frontend};
 use realfft::RealFftPlanner;
 
 /// A deterministic test signal: a tone plus a noise-like term.
@@ -27,6 +28,11 @@ fn bench_features(c: &mut Criterion) {
     let x60 = signal(60 * cfg.sample_rate as usize);
     c.bench_function("logmel_60s_default", |b| {
         b.iter(|| logmel(black_box(&cfg), black_box(&x60)))
+    });
+
+    let mut reused = Vec::new();
+    c.bench_function("logmel_60s_parallel", |b| {
+        b.iter(|| logmel_parallel_into(black_box(&cfg), black_box(&x60), &mut reused))
     });
 
     let x1 = signal(cfg.sample_rate as usize);

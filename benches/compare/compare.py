@@ -214,6 +214,8 @@ def table(hark, peer):
 
     row("log-mel, 60 s at 16 kHz", "logmel_60s", "librosa", "logmel_60s/librosa")
     row("log-mel, 60 s at 16 kHz", "logmel_60s", "torch.stft", "logmel_60s/torch")
+    row("log-mel, 60 s, split across threads", "logmel_60s_parallel", "librosa",
+        "logmel_60s/librosa")
     names = sorted(k.split("/", 1)[1] for k in hark if k.startswith("infer_clip/"))
     for n in names:
         row(f"{n}: inference, 10 s clip", f"infer_clip/{n}", "PyTorch")

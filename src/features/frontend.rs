@@ -245,9 +245,6 @@ impl Frontend {
 const PAR_FRAMES: usize = 256;
 
 /// Offline log-mel of a whole signal = new + push(all) + finish. Row-major (frames, n_mels).
-///
-/// Long signals are split into runs of frames computed on rayon's threads (each with
-/// its own FFT plan and buffers); the values do not depend on the split.
 pub fn logmel(cfg: &FeatureConfig, samples: &[f32]) -> Result<Vec<f32>, FeatureError> {
     let mut out = Vec::new();
     logmel_into(cfg, samples, &mut out)?;
@@ -260,12 +257,32 @@ pub fn logmel_into(
     samples: &[f32],
     out: &mut Vec<f32>,
 ) -> Result<(), FeatureError> {
+    let mut fe = Frontend::new(cfg)?;
+    out.clear();
+    out.reserve(n_frames(cfg, samples.len()) * cfg.n_mels);
+    fe.push(samples, out);
+    fe.finish(out);
+    Ok(())
+}
+
+/// As [`logmel_into`], with long signals split into runs of frames computed on
+/// rayon's threads (each run with its own FFT plan and buffers); the values are
+/// those of [`logmel`], bit for bit. Faster only when the threads have free cores:
+/// on an oversubscribed machine the join waits for the slowest thread.
+pub fn logmel_parallel_into(
+    cfg: &FeatureConfig,
+    samples: &[f32],
+    out: &mut Vec<f32>,
+) -> Result<(), FeatureError> {
     cfg.validate()?;
     let n = n_frames(cfg, samples.len());
-    out.clear();
-    out.resize(n * cfg.n_mels, 0.0);
     let threads = rayon::current_num_threads().max(1);
     let per = n.div_ceil(threads).max(PAR_FRAMES);
+    if per >= n {
+        return logmel_into(cfg, samples, out);
+    }
+    out.clear();
+    out.resize(n * cfg.n_mels, 0.0);
     frames_in_runs(cfg, samples, per, out)
 }
 
@@ -576,13 +593,15 @@ mod tests {
                 let mut runs = vec![f32::NAN; stream.len()];
                 frames_in_runs(&cfg, &x, per, &mut runs).unwrap();
                 assert!(
-                    runs.iter().zip(&stream).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    runs.iter()
+                        .zip(&stream)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "per = {per}"
                 );
             }
         }
         let mut reused = vec![1.0; 3];
-        logmel_into(&FeatureConfig::default(), &[], &mut reused).unwrap();
+        logmel_parallel_into(&FeatureConfig::default(), &[], &mut reused).unwrap();
         assert!(reused.is_empty());
     }
 

@@ -10,7 +10,7 @@ pub mod frontend;
 pub mod mel;
 pub mod stft;
 
-pub use frontend::{logmel, logmel_into, n_frames, Frontend};
+pub use frontend::{logmel, logmel_into, logmel_parallel_into, n_frames, Frontend};
 
 /// Errors of the feature front end.
 #[derive(Debug, thiserror::Error)]

@@ -73,8 +73,17 @@ impl BatchNorm {
         let (w, b) = (v(&self.weight)?, v(&self.bias)?);
         let (rm, rv) = (v(self.running_mean())?, v(self.running_var())?);
         let eps = self.eps as f32;
-        let scale: Vec<f32> = w.iter().zip(&rv).map(|(w, r)| w / (r + eps).sqrt()).collect();
-        let shift = b.iter().zip(&rm).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        let scale: Vec<f32> = w
+            .iter()
+            .zip(&rv)
+            .map(|(w, r)| w / (r + eps).sqrt())
+            .collect();
+        let shift = b
+            .iter()
+            .zip(&rm)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
         Ok((scale, shift))
     }
 

@@ -47,12 +47,7 @@ impl Conv2dSame {
 
     /// Inference only ([`fast::conv2d`]): the convolution of `pre`-scaled input (a
     /// batch norm before it, applied to real samples only) followed by `act`.
-    fn forward_fused(
-        &self,
-        x: &Tensor,
-        pre: Option<(&[f32], &[f32])>,
-        act: Act,
-    ) -> Result<Tensor> {
+    fn forward_fused(&self, x: &Tensor, pre: Option<(&[f32], &[f32])>, act: Act) -> Result<Tensor> {
         let (c_out, _, k, _) = self.weight.dims4()?;
         let w = fast::to_vec(&self.weight)?;
         fast::conv2d(

@@ -228,11 +228,8 @@ pub(crate) fn conv2d(x: &Tensor, spec: &ConvSpec) -> Result<Tensor> {
     };
     let n = oh * ow;
     // A 1×1, stride-1, unpadded convolution without a pre-affine multiplies x itself.
-    let identity_cols = kt == 1
-        && kf == 1
-        && spec.stride == (1, 1)
-        && spec.padding == (0, 0)
-        && spec.pre.is_none();
+    let identity_cols =
+        kt == 1 && kf == 1 && spec.stride == (1, 1) && spec.padding == (0, 0) && spec.pre.is_none();
     let mut out = vec![0f32; b * spec.c_out * n];
     with_f32(x, |xs| {
         let mut cols = if identity_cols {
@@ -356,7 +353,11 @@ pub(crate) fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
                 for i in 0..t {
                     for j in 0..f {
                         let u = if i > 0 { rows[(i - 1) * f + j] } else { 0.0 };
-                        let d = if i + 1 < t { rows[(i + 1) * f + j] } else { 0.0 };
+                        let d = if i + 1 < t {
+                            rows[(i + 1) * f + j]
+                        } else {
+                            0.0
+                        };
                         dst[i * f + j] = (u + rows[i * f + j] + d) / 9.0;
                     }
                 }

@@ -237,7 +237,10 @@ impl candle_core::Module for BiGru {
             );
             (f?, b?)
         } else {
-            (self.fwd.forward_dir(x, false)?, self.bwd.forward_dir(x, true)?)
+            (
+                self.fwd.forward_dir(x, false)?,
+                self.bwd.forward_dir(x, true)?,
+            )
         };
         Tensor::cat(&[f, b], D::Minus1)
     }
