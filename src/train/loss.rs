@@ -72,11 +72,22 @@ impl ToScalarF64 for Tensor {
 /// Element-wise binary cross-entropy on probabilities `p` against (soft) targets `y`,
 /// `−[y·max(ln p, −100) + (1−y)·max(ln(1−p), −100)]` as PyTorch's `BCELoss`.
 pub fn bce_elementwise(p: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let lp = p.log()?.maximum(LOG_FLOOR)?;
-    let lq = p.affine(-1.0, 1.0)?.log()?.maximum(LOG_FLOOR)?;
+    let lp = floored_log(p)?;
+    let lq = floored_log(&p.affine(-1.0, 1.0)?)?;
     let pos = (y * lp)?;
     let neg = (y.affine(-1.0, 1.0)? * lq)?;
     (pos + neg)?.neg()
+}
+
+/// `max(ln x, −100)` for `x ∈ [0, 1]` with a finite gradient everywhere: at `x = 0`
+/// (e.g. a frame probability zeroed in the padding, or `1 − p` at `p = 1`) the log is
+/// taken of 1 and −100 added, so its backward never computes `0 / 0`.
+fn floored_log(x: &Tensor) -> Result<Tensor> {
+    let zero = x.le(0.0)?.to_dtype(x.dtype())?; // a constant: no gradient
+    (x + &zero)?
+        .log()?
+        .maximum(LOG_FLOOR)?
+        .add(&zero.affine(LOG_FLOOR, 0.0)?)
 }
 
 /// Binary cross-entropy on probabilities (`torch.nn.BCELoss`, mean over masked elements).
@@ -341,6 +352,40 @@ mod tests {
         // Padding is not sampled.
         let p = ifd_pairs(&clip, &frame, &[1, 3, 3, 3], 100);
         assert_eq!(p.positive, vec![(0, 1, 0)]);
+    }
+
+    #[test]
+    fn bce_gradients_stay_finite_at_probabilities_zero_and_one() {
+        // Frames zeroed in the padding (p = 0) and saturated ones (p = 1), masked or not.
+        let p = Var::from_slice(&[0.0f32, 1.0, 0.0, 1.0, 0.5], (1, 5), &Device::Cpu).unwrap();
+        let y = t(&[0.0, 1.0, 1.0, 0.0, 1.0], &[1, 5]);
+        let m = t(&[0.0, 0.0, 1.0, 1.0, 1.0], &[1, 5]);
+        let l = bce(p.as_tensor(), &y, Some(&m)).unwrap();
+        assert!((scalar(&l) - (100.0 + 100.0 + 2f32.ln()) / 3.0).abs() < 1e-4);
+        let masked = per_clip_mean(&bce_elementwise(p.as_tensor(), &y).unwrap(), &m).unwrap();
+        assert!((scalar(&masked) - scalar(&l)).abs() < 1e-5);
+        for loss in [l, masked] {
+            let g = loss.backward().unwrap();
+            let g: Vec<f32> = g
+                .get(p.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+            assert_eq!(&g[..2], &[0.0, 0.0], "masked elements get no gradient");
+        }
+    }
+
+    #[test]
+    fn per_clip_mean_weighs_clips_equally() {
+        // Clip 0: 2 counted elements (mean 2), clip 1: 1 (mean 6), clip 2: none.
+        let l = t(&[1.0, 3.0, 9.0, 6.0, 5.0, 5.0], &[3, 2]);
+        let m = t(&[1.0, 1.0, 0.0, 1.0, 0.0, 0.0], &[3, 2]);
+        assert!((scalar(&per_clip_mean(&l, &m).unwrap()) - 4.0).abs() < 1e-6);
+        let none = t(&[0.0; 6], &[3, 2]);
+        assert_eq!(scalar(&per_clip_mean(&l, &none).unwrap()), 0.0);
     }
 
     #[test]

@@ -500,7 +500,8 @@ pub fn batch_loss(
 
 /// One optimisation step on `batch`: forward in training mode, losses, backward,
 /// gradient clipping (when `grad_clip > 0`), AdamW. Returns the total loss and each
-/// term's value; a non-finite loss is an error and leaves the weights untouched.
+/// term's value; a non-finite loss or gradient is an error and leaves the weights
+/// untouched.
 pub fn train_step(
     net: &dyn SedNet,
     batch: &Batch,
@@ -519,8 +520,14 @@ pub fn train_step(
         ));
     }
     let mut grads = total.backward()?;
-    if grad_clip > 0.0 {
-        clip_grad_norm(&mut grads, opt.vars(), grad_clip)?;
+    // Clips when `grad_clip > 0`; always gives the norm.
+    let norm = clip_grad_norm(&mut grads, opt.vars(), grad_clip)?;
+    if !norm.is_finite() {
+        return Err(invalid(
+            "gradient norm",
+            norm,
+            "a finite gradient (lower optim.lr?)",
+        ));
     }
     opt.step(&grads)?;
     let terms = terms
