@@ -418,7 +418,7 @@ impl SynthConfig {
                 return Err(invalid("min_crop_seconds", m, "0 < s ≤ max_event_seconds"));
             }
         }
-        if !(self.max_event_seconds > 0.0) {
+        if self.max_event_seconds.is_nan() || self.max_event_seconds <= 0.0 {
             return Err(invalid("max_event_seconds", self.max_event_seconds, "> 0"));
         }
         for (name, p) in [
