@@ -367,11 +367,7 @@ fn detect_and_run_exit_1_naming_each_unreadable_file() {
     args.extend(bad_strs.iter().map(String::as_str));
     let o = run(&args);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("7 of 8 files"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("7 of 8 files"), "{}", stderr(&o));
     assert!(!parse_tsv(&stdout(&o)).is_empty());
 }
 
