@@ -74,20 +74,22 @@ fi
 for t in "${TARGETS[@]}"; do
     CARGO_BUILD_JOBS=$JOBS cargo +nightly fuzz build -O "$t" 2>&1 | grep -E '^error|warning: unused' || true
 done
+# Files in a folder (0 when it does not exist).
+count() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 STATUS=0
 for t in "${TARGETS[@]}"; do
     log=$(mktemp)
-    before=$(ls "artifacts/$t" 2>/dev/null | wc -l)
+    before=$(count "artifacts/$t")
     set +e
     cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -malloc_limit_mb=2048 \
         -timeout=20 -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
-    after=$(ls "artifacts/$t" 2>/dev/null | wc -l)
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+    after=$(count "artifacts/$t")
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
     printf '%-17s %4s s  %9s runs  %6s/s  %-10s  exit %s  new artifacts %s\n' \
         "$t" "$SECONDS_EACH" "${runs:-?}" "${speed:-?}" "${cov:-}" "$rc" "$((after - before))"
     if [ "$rc" != 0 ]; then

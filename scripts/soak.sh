@@ -70,7 +70,7 @@ sample() {
         thr=$(awk '/^Threads/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
         fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l || true)
         audio=$(grep '"type":"status"' "$events" 2>/dev/null | tail -1 |
-            sed -n 's/.*"t":\([0-9.]*\).*/\1/p')
+            sed -n 's/.*"t":\([0-9.]*\).*/\1/p' || true)
         now=$(date +%s.%N)
         [ -n "$rss" ] && echo "$(echo "$now - $t0" | bc),${audio:-0},$rss,$fds,$thr" >>"$csv"
         sleep "$INTERVAL"

@@ -82,6 +82,8 @@ pub struct StreamingRunner {
     windows_gated: u64,
     /// Called with the duration of every `Scorer::score` call (metrics), if set.
     on_inference: Option<InferenceObserver>,
+    /// Whether non-finite scores were already warned about.
+    warned_nonfinite: bool,
 }
 
 /// Receives the duration of each model forward pass (e.g. a metrics histogram).
@@ -114,6 +116,7 @@ impl StreamingRunner {
             gate_dbfs: None,
             windows_gated: 0,
             on_inference: None,
+            warned_nonfinite: false,
         })
     }
 
@@ -275,6 +278,23 @@ impl StreamingRunner {
                 f(t0.elapsed());
             }
             self.windows_run += 1;
+            // A model file with finite but huge weights overflows to NaN (found by
+            // fuzzing the loader): the detector and the protocol never see NaN.
+            let mut bad = 0usize;
+            for v in self.out_scratch.iter_mut() {
+                if !v.is_finite() {
+                    *v = 0.0;
+                    bad += 1;
+                }
+            }
+            if bad > 0 && !self.warned_nonfinite {
+                self.warned_nonfinite = true;
+                tracing::warn!(
+                    scores = bad,
+                    window_start = start,
+                    "the model returned non-finite scores (its weights overflow); replaced by 0"
+                );
+            }
         }
         if self.out_scratch.len() != padded * nc {
             return Err(ModelError::Input(format!(

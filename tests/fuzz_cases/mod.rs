@@ -15,6 +15,7 @@ use hark::events::protocol::Subscription;
 use hark::features::FeatureConfig;
 use hark::metrics::tsv::{parse_events, parse_score_table, read_durations};
 use hark::model::{Model, Scorer};
+use hark::pipeline::{DetectStage, StageOutput};
 use hark::train::{DataConfig, Dataset, SplitConfig};
 
 /// Writes `data` to this process's scratch file `name` and returns its path (for
@@ -73,22 +74,34 @@ pub fn config_parse(data: &[u8]) {
     }
 }
 
-/// The model-file loader; a model that loads must score one window into finite
-/// probabilities.
+/// The model-file loader; a model that loads is run the way the daemon runs it
+/// (streaming windows, post-processing) over two windows of frames, and every
+/// score must be a probability.
 pub fn model_load(data: &[u8]) {
     let path = scratch("model.safetensors", data);
-    if let Ok(mut m) = Model::load(&path) {
-        let n_frames = m.meta().streaming.window_frames;
-        let n_mels = m.n_mels();
-        // Keep each run small: skip large (but valid) geometries.
-        if n_frames * n_mels > 1 << 16 {
-            return;
+    let Ok(m) = Model::load(&path) else {
+        return;
+    };
+    let n_frames = 2 * m.meta().streaming.window_frames;
+    let n_mels = m.n_mels();
+    // Keep each run small: skip large (but valid) geometries.
+    if n_frames * n_mels > 1 << 16 {
+        return;
+    }
+    let pp = m.meta().postprocess.clone();
+    let Ok(mut stage) = DetectStage::new(m, &pp, "fuzz".into()) else {
+        return;
+    };
+    let x: Vec<f32> = (0..n_frames * n_mels)
+        .map(|i| -4.0 + (i % 7) as f32)
+        .collect();
+    let mut check = |o: StageOutput<'_>| {
+        if let StageOutput::Scores { scores, .. } = o {
+            assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
         }
-        let x = vec![-4.0f32; n_frames * n_mels];
-        let mut out = vec![0.0f32; n_frames * m.meta().classes.len()];
-        if m.score(&x, n_frames, &mut out).is_ok() {
-            assert!(out.iter().all(|s| (0.0..=1.0).contains(s)));
-        }
+    };
+    if stage.push(&x, &mut check).is_ok() {
+        let _ = stage.finish(&mut check);
     }
 }
 
