@@ -571,19 +571,7 @@ mod tests {
         let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 5, 4], 3)).unwrap();
         let all = || {
             let o = net.forward_masked(x.as_tensor(), &lengths, true)?;
-            let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
-            for t in [
-                o.aux.reconstruction,
-                o.aux.frame_secondary,
-                o.aux.embeddings,
-                o.aux.scene_logits,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                parts.push(t.flatten_all()?);
-            }
-            Tensor::cat(&parts, 0)
+            gradcheck::flat_outputs(o)
         };
         gradcheck::check_masked(&map, ("x", &x), 1, &lengths, all, 1e-5);
     }

@@ -142,3 +142,21 @@ pub fn check_masked(
         }
     }
 }
+
+/// Every output of a network (frame, clip and each auxiliary output), flattened into
+/// one vector: the function a whole-network gradient check differentiates.
+pub fn flat_outputs(o: crate::model::arch::SedOutput) -> Result<Tensor> {
+    let mut parts = vec![o.frame.flatten_all()?, o.clip.flatten_all()?];
+    for t in [
+        o.aux.reconstruction,
+        o.aux.frame_secondary,
+        o.aux.embeddings,
+        o.aux.scene_logits,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        parts.push(t.flatten_all()?);
+    }
+    Tensor::cat(&parts, 0)
+}
