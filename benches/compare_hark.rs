@@ -18,14 +18,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
+use candle_core::{Device, Tensor};
 use hark::features::{logmel, FeatureConfig};
-use hark::model::arch::{self, ArchConfig, SedNet};
-use hark::model::layers::seeded_var_builder;
+use hark::model::arch::ArchConfig;
 use hark::model::{Model, Scorer};
-use hark::train::dataset::{Batch, Item};
-use hark::train::optim::{AdamW, AdamWConfig};
 use hark::train::trainer::{train_step, LossConfig};
 
 /// Median of `reps` timed runs of `f` (after one warm-up run), in milliseconds.
@@ -59,46 +55,8 @@ fn signal(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A training batch of 16 × 500 frames × 64 mels, 10 classes, weak + strong labels.
-fn train_setup(arch: &ArchConfig) -> (Box<dyn SedNet>, AdamW, Batch) {
-    const B: usize = 16;
-    const T: usize = 500;
-    const F: usize = 64;
-    const C: usize = 10;
-    let map = VarMap::new();
-    let vb = seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
-    let net = arch::build(arch, F, C, vb).expect("architecture");
-    let vars: Vec<_> = map
-        .data()
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let opt = AdamW::new(vars, AdamWConfig::default()).expect("optimiser");
-    let items: Vec<Item> = (0..B)
-        .map(|k| {
-            let mut strong = vec![0.0f32; T * C];
-            for t in 100..300 {
-                strong[t * C + k % C] = 1.0;
-            }
-            let mut weak = vec![0.0f32; C];
-            weak[k % C] = 1.0;
-            Item {
-                feats: (0..T * F)
-                    .map(|i| ((i * (k + 1)) as f32 * 1e-3).sin())
-                    .collect(),
-                n_frames: T,
-                weak,
-                strong: Some(strong),
-                soft: None,
-                scene: None,
-            }
-        })
-        .collect();
-    let batch = Batch::collate(&items, F, C, net.min_frames(), &Device::Cpu).expect("batch");
-    (net, opt, batch)
-}
+mod common;
+use common::train_setup;
 
 fn model_files(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)

@@ -11,54 +11,12 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
 use criterion::{criterion_group, Criterion};
-use hark::model::arch::{self, ArchConfig};
-use hark::model::layers::seeded_var_builder;
-use hark::train::dataset::{Batch, Item};
-use hark::train::optim::{AdamW, AdamWConfig};
+use hark::model::arch::ArchConfig;
 use hark::train::trainer::{batch_loss, train_step, LossConfig};
 
-const B: usize = 16;
-const T: usize = 500;
-const F: usize = 64;
-const C: usize = 10;
-
-fn setup(arch: &ArchConfig) -> (Box<dyn arch::SedNet>, AdamW, Batch) {
-    let map = VarMap::new();
-    let vb = seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
-    let net = arch::build(arch, F, C, vb).expect("architecture");
-    let vars: Vec<_> = map
-        .data()
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let opt = AdamW::new(vars, AdamWConfig::default()).expect("optimiser");
-    let items: Vec<Item> = (0..B)
-        .map(|k| {
-            let mut strong = vec![0.0f32; T * C];
-            for t in 100..300 {
-                strong[t * C + k % C] = 1.0;
-            }
-            let mut weak = vec![0.0f32; C];
-            weak[k % C] = 1.0;
-            Item {
-                feats: (0..T * F)
-                    .map(|i| ((i * (k + 1)) as f32 * 1e-3).sin())
-                    .collect(),
-                n_frames: T,
-                weak,
-                strong: Some(strong),
-                soft: None,
-                scene: None,
-            }
-        })
-        .collect();
-    let batch = Batch::collate(&items, F, C, net.min_frames(), &Device::Cpu).expect("batch");
-    (net, opt, batch)
-}
+mod common;
+use common::{train_setup as setup, B, F, T};
 
 fn bench(c: &mut Criterion) {
     hark::model::tune_allocator();
