@@ -26,6 +26,7 @@ fn model(arch: ArchConfig, n_classes: usize) -> Model {
         streaming: StreamingConfig {
             window_frames: 500,
             hop_frames: 250,
+            lookahead_frames: None,
         },
         training: serde_json::Value::Null,
     };

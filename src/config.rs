@@ -97,6 +97,27 @@ pub struct ModelConfig {
     /// Frames between streaming windows instead of the model file's hop (1..=the
     /// model's window; longer = less CPU, more latency).
     pub hop_frames: Option<usize>,
+    /// Bounded look-ahead instead of the model file's (0..the model's window): a
+    /// frame's score is final once a window with this many frames after it has run.
+    /// Lower = lower latency, fewer windows averaged per frame.
+    pub lookahead_frames: Option<usize>,
+}
+
+impl ModelConfig {
+    /// The model's streaming geometry with this config's overrides applied.
+    pub fn streaming(
+        &self,
+        model: crate::detect::streaming::StreamingConfig,
+    ) -> crate::detect::streaming::StreamingConfig {
+        let mut s = model;
+        if let Some(h) = self.hop_frames {
+            s.hop_frames = h;
+        }
+        if let Some(l) = self.lookahead_frames {
+            s.lookahead_frames = Some(l);
+        }
+        s
+    }
 }
 
 /// `[socket]`: the JSON-lines Unix socket.
@@ -182,6 +203,15 @@ pub struct PipelineConfig {
     /// Off when absent.
     #[serde(default)]
     pub loud_dbfs: Option<f32>,
+    /// Threads the model thread computes with (1..=64). The default, 1, leaves the
+    /// other cores to capture, the front end and the sinks; more threads shorten each
+    /// window's compute (lower latency) at a higher total CPU cost.
+    #[serde(default = "default_model_threads")]
+    pub model_threads: usize,
+}
+
+const fn default_model_threads() -> usize {
+    1
 }
 
 const fn default_queue_seconds() -> f32 {
@@ -198,6 +228,7 @@ impl Default for PipelineConfig {
             status_interval_s: default_status_interval(),
             energy_gate_dbfs: None,
             loud_dbfs: None,
+            model_threads: default_model_threads(),
         }
     }
 }
@@ -311,6 +342,13 @@ impl Config {
                 }
             }
         }
+        if !(1..=64).contains(&self.pipeline.model_threads) {
+            return Err(bad(
+                "pipeline.model_threads",
+                self.pipeline.model_threads.to_string(),
+                "1..=64 threads",
+            ));
+        }
         if self.model.hop_frames == Some(0) {
             return Err(bad(
                 "model.hop_frames",
@@ -409,6 +447,19 @@ impl Config {
                     value: h.to_string(),
                     expected: format!(
                         "1..={} (the model's window_frames)",
+                        meta.streaming.window_frames
+                    ),
+                });
+            }
+        }
+        if let Some(l) = self.model.lookahead_frames {
+            if l >= meta.streaming.window_frames {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    field: "model.lookahead_frames".into(),
+                    value: l.to_string(),
+                    expected: format!(
+                        "0..{} (below the model's window_frames)",
                         meta.streaming.window_frames
                     ),
                 });

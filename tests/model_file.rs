@@ -42,6 +42,7 @@ fn small_meta() -> ModelMeta {
         streaming: StreamingConfig {
             window_frames: 100,
             hop_frames: 50,
+            lookahead_frames: None,
         },
         training: serde_json::Value::Null,
     }
@@ -145,6 +146,7 @@ fn default_cdur_model_round_trips_and_counts_its_parameters() {
         streaming: StreamingConfig {
             window_frames: 500,
             hop_frames: 250,
+            lookahead_frames: None,
         },
         ..small_meta()
     };

@@ -105,6 +105,7 @@ fn meta(arch: ArchConfig, n_mels: usize) -> ModelMeta {
         streaming: StreamingConfig {
             window_frames: 24,
             hop_frames: 12,
+            lookahead_frames: None,
         },
         training: serde_json::Value::Null,
     }

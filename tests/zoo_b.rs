@@ -135,6 +135,7 @@ fn meta(arch: ArchConfig, n_mels: usize) -> ModelMeta {
         streaming: StreamingConfig {
             window_frames: 40,
             hop_frames: 20,
+            lookahead_frames: None,
         },
         training: serde_json::Value::Null,
     }

@@ -13,7 +13,7 @@ subscribes to scores, and samples /proc/PID every second. Prints, as JSON:
 - score_latency_ms p50/p95/max: the same for every frame's `scores` line (frame time
   -> its final score on the socket), the pipeline's share without post-processing.
 
-    python3 daemon.py HARK MODEL AUDIO [--seconds S] [--env K=V ...]
+    python3 daemon.py HARK MODEL AUDIO [--seconds S] [--env K=V ...] [--config FILE]
 
 Only the Python standard library is needed.
 """
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("audio")
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--env", action="append", default=[])
+    ap.add_argument("--config", help="a hark config file (e.g. a firmware-config profile)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="hark-daemon-")
     sock = os.path.join(tmp, "hark.sock")
@@ -69,6 +70,8 @@ def main():
         env[k] = v
     cmd = [a.hark, "run", "--model", a.model, "--input", f"file:{a.audio}", "--realtime",
            "--socket", sock, "--duration", str(a.seconds)]
+    if a.config:
+        cmd += ["--config", a.config]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     c = socket.socket(socket.AF_UNIX)
     for _ in range(600):

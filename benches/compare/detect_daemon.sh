@@ -5,6 +5,10 @@
 #
 #   benches/compare/detect_daemon.sh [MODEL] [DAEMON_SECONDS]
 #
+# CONFIG=FILE runs both with that config (e.g. firmware-config/low-latency.toml);
+# DAEMON_THREADS="1 2" lists the `pipeline.model_threads` values of the paced runs
+# (set through a generated config when CONFIG is not given).
+#
 # Needs a release build (cargo build --release) and python3 (standard library only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +37,7 @@ PY
 fi
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 for i in 1 2 3; do
-    /usr/bin/time -f "%e s elapsed, %M KB max RSS, %P CPU" "$HARK" detect --model "$MODEL" "$LONG" >/dev/null 2>"$OUT/detect_$i.log" || true
+    /usr/bin/time -f "%e s elapsed, %M KB max RSS, %P CPU" "$HARK" detect --model "$MODEL" ${CONFIG:+--config "$CONFIG"} "$LONG" >/dev/null 2>"$OUT/detect_$i.log" || true
     tail -n 1 "$OUT/detect_$i.log"
 done | tee "$OUT/detect.txt"
 python3 - "$OUT/detect.txt" <<'PY'
@@ -54,7 +58,13 @@ with wave.open(sys.argv[1], "wb") as o:
     o.writeframes((frames * (n // len(frames) + 1))[:n])
 PY
 for threads in ${DAEMON_THREADS:-1 2}; do
-    echo "hark run, RAYON_NUM_THREADS=$threads, $SECONDS_RUN s of paced input:"
+    cfg=${CONFIG:-}
+    if [ -z "$cfg" ]; then
+        cfg=$OUT/threads_$threads.toml
+        printf '[pipeline]\nmodel_threads = %s\n' "$threads" > "$cfg"
+    fi
+    echo "hark run, model_threads=$threads (config $cfg), $SECONDS_RUN s of paced input:"
     python3 benches/compare/daemon.py "$HARK" "$MODEL" "$PACED" --seconds "$SECONDS_RUN" \
-        --env RAYON_NUM_THREADS=$threads | tee "$OUT/daemon_$threads.json"
+        --config "$cfg" | tee "$OUT/daemon_$threads.json"
+    [ -z "${CONFIG:-}" ] || break
 done

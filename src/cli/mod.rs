@@ -274,6 +274,7 @@ fn run(a: RunArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("(defaults)"));
     cfg.check_against(&cfg_name, model.meta())?;
     let pp = cfg.postprocess(&model.meta().postprocess);
+    let model_streaming = model.meta().streaming;
     let input: InputSpec = a.input.as_deref().unwrap_or(&cfg.source.input).parse()?;
     if let Some(d) = a.duration {
         if !(d.is_finite() && d > 0.0) {
@@ -299,7 +300,8 @@ fn run(a: RunArgs) -> Result<()> {
         http: sinks.http,
         queue_seconds: cfg.pipeline.queue_seconds,
         status_interval: Duration::from_secs_f32(cfg.pipeline.status_interval_s),
-        hop_frames: cfg.model.hop_frames,
+        streaming: Some(cfg.model.streaming(model_streaming)),
+        model_threads: cfg.pipeline.model_threads,
         energy_gate_dbfs: cfg.pipeline.energy_gate_dbfs,
         loud_dbfs: cfg.pipeline.loud_dbfs,
         stall_timeout: Duration::from_secs_f32(cfg.source.stall_timeout_s),
@@ -417,7 +419,14 @@ fn detect(a: DetectArgs) -> Result<()> {
     if a.format == DetectFormat::Tsv {
         writeln!(out, "filename\tonset\toffset\tevent_label")?;
     }
-    let mut det = OfflineDetector::new(model, &pp)?;
+    let mut det = OfflineDetector::with_options(
+        model,
+        &pp,
+        &hark::pipeline::StageOptions {
+            streaming: Some(cfg.model.streaming(meta.streaming)),
+            ..Default::default()
+        },
+    )?;
     let mut failed = 0usize;
     for file in &a.files {
         let name = file
@@ -594,6 +603,7 @@ fn model_init(a: InitArgs) -> Result<()> {
         streaming: StreamingConfig {
             window_frames: a.window_frames,
             hop_frames: a.hop_frames,
+            lookahead_frames: None,
         },
         training: serde_json::json!({"untrained": true, "seed": a.seed}),
     };

@@ -10,6 +10,13 @@ pub struct StreamingConfig {
     pub window_frames: usize,
     /// Frames between the starts of consecutive windows (H ≤ W).
     pub hop_frames: usize,
+    /// Bounded look-ahead (L): a frame's score is final as soon as a window has run
+    /// with at least L frames after it, instead of once no later window covers it.
+    /// Lower L means lower latency (a frame waits at most L + H frames plus the
+    /// model's time) and fewer windows averaged per frame. Absent (the default), or
+    /// L ≥ W − H: every window covering a frame is averaged (latency up to W).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead_frames: Option<usize>,
 }
 
 use std::collections::VecDeque;
@@ -22,7 +29,16 @@ use crate::model::{ModelError, Scorer};
 pub const MAX_WINDOW_FRAMES: usize = 100_000;
 
 impl StreamingConfig {
-    /// Checks `0 < hop ≤ window ≤ MAX_WINDOW_FRAMES`.
+    /// A geometry with full overlap averaging (no `lookahead_frames`).
+    pub fn new(window_frames: usize, hop_frames: usize) -> Self {
+        Self {
+            window_frames,
+            hop_frames,
+            lookahead_frames: None,
+        }
+    }
+
+    /// Checks `0 < hop ≤ window ≤ MAX_WINDOW_FRAMES` and `lookahead < window`.
     pub fn validate(&self) -> Result<(), String> {
         if self.window_frames == 0 || self.window_frames > MAX_WINDOW_FRAMES {
             return Err(format!(
@@ -36,7 +52,23 @@ impl StreamingConfig {
                 self.hop_frames, self.window_frames
             ));
         }
+        if let Some(l) = self.lookahead_frames {
+            if l >= self.window_frames {
+                return Err(format!(
+                    "streaming.lookahead_frames = {l} must be in 0..window_frames ({})",
+                    self.window_frames
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The latest a frame's score can become final, in frames after the frame itself
+    /// arrived (before the model's compute time): `min(L, W − H) + H − 1`, or `W − 1`
+    /// without a look-ahead.
+    pub fn max_delay_frames(&self) -> usize {
+        let full = self.window_frames - self.hop_frames;
+        self.lookahead_frames.unwrap_or(full).min(full) + self.hop_frames - 1
     }
 }
 
@@ -44,7 +76,10 @@ impl StreamingConfig {
 /// each frame's score once no later window can change it.
 ///
 /// Window `k` covers frames `[k·H, k·H + W)`. A frame's score is the mean over the
-/// windows that cover it. Frames before the start of the next window are final.
+/// windows that cover it and ran before it became final. Frames before the start of
+/// the next window are final; with a look-ahead L (see
+/// [`StreamingConfig::lookahead_frames`]) so are frames at least L frames before the
+/// end of the window just run.
 /// At the end of the stream one more window covers the last `W` frames (or all
 /// frames, if fewer), so the tail is scored too. Feeding frames in any chunking
 /// gives the same windows, hence the same scores, as feeding them all at once.
@@ -54,6 +89,8 @@ pub struct StreamingRunner {
     scorer: Box<dyn Scorer>,
     window: usize,
     hop: usize,
+    /// Frames of right context after which a frame is final (≤ W − H).
+    lookahead: usize,
     n_mels: usize,
     n_classes: usize,
     /// Frames not yet dropped, row-major; `buf_start` is the index of the first.
@@ -96,10 +133,12 @@ impl StreamingRunner {
         let n_mels = scorer.n_mels();
         let n_classes = scorer.n_classes();
         let w = cfg.window_frames.max(scorer.min_frames());
+        let hop = cfg.hop_frames.min(w);
         Ok(Self {
             scorer,
             window: w,
-            hop: cfg.hop_frames.min(w),
+            hop,
+            lookahead: cfg.lookahead_frames.unwrap_or(w).min(w - hop),
             n_mels,
             n_classes,
             buf: VecDeque::with_capacity(2 * w * n_mels),
@@ -202,7 +241,9 @@ impl StreamingRunner {
             let start = self.next_window;
             self.run_window(start, self.window)?;
             self.next_window += self.hop as u64;
-            emitted += self.emit_until(self.next_window, out);
+            // lookahead ≤ W − H, so this is never before the next window's start.
+            let until = start + (self.window - self.lookahead) as u64;
+            emitted += self.emit_until(until, out);
             self.trim();
         }
         Ok(emitted)
@@ -399,6 +440,10 @@ mod tests {
     }
 
     fn runner(w: usize, h: usize, min_frames: usize) -> StreamingRunner {
+        runner_l(w, h, None, min_frames)
+    }
+
+    fn runner_l(w: usize, h: usize, l: Option<usize>, min_frames: usize) -> StreamingRunner {
         StreamingRunner::new(
             Box::new(WindowMeanScorer {
                 n_mels: 3,
@@ -408,6 +453,7 @@ mod tests {
             StreamingConfig {
                 window_frames: w,
                 hop_frames: h,
+                lookahead_frames: l,
             },
         )
         .unwrap()
@@ -420,7 +466,11 @@ mod tests {
     }
 
     fn offline(w: usize, h: usize, data: &[f32]) -> Vec<f32> {
-        let mut r = runner(w, h, 4);
+        offline_l(w, h, None, data)
+    }
+
+    fn offline_l(w: usize, h: usize, l: Option<usize>, data: &[f32]) -> Vec<f32> {
+        let mut r = runner_l(w, h, l, 4);
         let mut out = Vec::new();
         r.push(data, &mut out).unwrap();
         r.finish(&mut out).unwrap();
@@ -506,12 +556,89 @@ mod tests {
                 n_classes: 2,
                 min_frames: 1
             }),
-            StreamingConfig {
-                window_frames: 4,
-                hop_frames: 5
-            }
+            StreamingConfig::new(4, 5)
         )
         .is_err());
+        let too_far = StreamingConfig {
+            lookahead_frames: Some(4),
+            ..StreamingConfig::new(4, 2)
+        };
+        let e = too_far.validate().unwrap_err();
+        assert!(e.contains("lookahead_frames = 4"), "{e}");
+        assert!(StreamingConfig {
+            lookahead_frames: Some(3),
+            ..StreamingConfig::new(4, 2)
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
+    fn a_lookahead_of_at_least_w_minus_h_is_full_averaging() {
+        let data = frames(57);
+        let full = offline(12, 3, &data);
+        for l in [9, 10, 11] {
+            assert_eq!(offline_l(12, 3, Some(l), &data), full, "L = {l}");
+        }
+        assert_ne!(offline_l(12, 3, Some(8), &data), full);
+    }
+
+    #[test]
+    fn lookahead_zero_takes_each_frame_from_the_first_window_covering_it() {
+        // W=4, H=2: windows [0,4), [2,6), [4,8); with L=0 frames 0–3 come from the
+        // first, 4–5 from the second, 6–7 from the third (the end-of-stream window).
+        let data = frames(8);
+        let out = offline_l(4, 2, Some(0), &data);
+        let mut s = WindowMeanScorer {
+            n_mels: 3,
+            n_classes: 2,
+            min_frames: 4,
+        };
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        s.score(&data[..12], 4, &mut a).unwrap();
+        s.score(&data[6..18], 4, &mut b).unwrap();
+        s.score(&data[12..], 4, &mut c).unwrap();
+        let mut want = a.clone();
+        want.extend_from_slice(&b[4..]);
+        want.extend_from_slice(&c[4..]);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn every_frame_is_final_within_the_bounded_delay() {
+        for (w, h, l) in [
+            (10, 4, Some(0)),
+            (10, 4, Some(3)),
+            (10, 2, Some(1)),
+            (10, 4, None),
+        ] {
+            let cfg = StreamingConfig {
+                window_frames: w,
+                hop_frames: h,
+                lookahead_frames: l,
+            };
+            let delay = cfg.max_delay_frames();
+            let data = frames(60);
+            let mut r = runner_l(w, h, l, 4);
+            let mut out = Vec::new();
+            let mut worst = 0;
+            // Frame by frame: a frame `f` that becomes final while frame `i` is being
+            // pushed waited `i - f` frames. The first window needs W frames, so the
+            // bound holds from frame W on (the start of a stream).
+            for i in 0..60 {
+                let before = out.len() / 2;
+                r.push(&data[i * 3..(i + 1) * 3], &mut out).unwrap();
+                for f in before.max(w)..out.len() / 2 {
+                    worst = worst.max(i - f);
+                }
+            }
+            assert!(
+                worst <= delay,
+                "W={w} H={h} L={l:?}: waited {worst} > {delay}"
+            );
+            // and the bound is tight once the stream is in steady state
+            assert_eq!(worst, delay, "W={w} H={h} L={l:?}");
+        }
     }
 
     proptest! {
@@ -520,12 +647,14 @@ mod tests {
             n in 0usize..80,
             w in 4usize..16,
             h_frac in 1usize..=4,
+            l in proptest::option::of(0usize..16),
             cuts in proptest::collection::vec(0usize..20, 0..30),
         ) {
             let h = (w * h_frac / 4).max(1);
+            let l = l.map(|l| l % w);
             let data = frames(n);
-            let want = offline(w, h, &data);
-            let mut r = runner(w, h, 4);
+            let want = offline_l(w, h, l, &data);
+            let mut r = runner_l(w, h, l, 4);
             let mut got = Vec::new();
             let mut pos = 0;
             for c in cuts {

@@ -364,11 +364,17 @@ impl Model {
         );
         let _ = writeln!(
             s,
-            "streaming    window {} frames ({:.2} s), hop {} frames ({:.2} s)",
+            "streaming    window {} frames ({:.2} s), hop {} frames ({:.2} s), {}; \
+             a frame's score is final at most {:.2} s after it arrives",
             m.streaming.window_frames,
             m.streaming.window_frames as f64 * period,
             m.streaming.hop_frames,
-            m.streaming.hop_frames as f64 * period
+            m.streaming.hop_frames as f64 * period,
+            match m.streaming.lookahead_frames {
+                Some(l) => format!("look-ahead {l} frames ({:.2} s)", l as f64 * period),
+                None => "every overlapping window averaged".to_string(),
+            },
+            m.streaming.max_delay_frames() as f64 * period
         );
         let d = &m.postprocess.default;
         let _ = writeln!(

@@ -104,6 +104,7 @@ mod tests {
             streaming: StreamingConfig {
                 window_frames: 500,
                 hop_frames: 250,
+                lookahead_frames: None,
             },
             training: serde_json::Value::Null,
         }

@@ -13,6 +13,7 @@ use crate::audio::{
 };
 use crate::detect::event::Event;
 use crate::detect::postprocess::PostprocessConfig;
+use crate::detect::streaming::StreamingConfig;
 use crate::events::http::{HttpOptions, Metrics};
 use crate::events::hub::{Hub, Sink};
 use crate::events::protocol::{Hello, Message, Status, StreamState, PROTOCOL_VERSION};
@@ -48,9 +49,11 @@ pub struct RunOptions {
     pub queue_seconds: f32,
     /// Interval of `status` messages and log lines.
     pub status_interval: Duration,
-    /// Frames between streaming windows, instead of the model file's hop (a longer
-    /// hop costs less CPU and adds latency).
-    pub hop_frames: Option<usize>,
+    /// Streaming geometry instead of the model file's (hop: a longer hop costs less
+    /// CPU and adds latency; look-ahead: see [`StreamingConfig::lookahead_frames`]).
+    pub streaming: Option<StreamingConfig>,
+    /// Threads of the model thread's compute pool (≥ 1).
+    pub model_threads: usize,
     /// Skip inference on windows quieter than this, dBFS.
     pub energy_gate_dbfs: Option<f32>,
     /// Add the `loud` pseudo-label, active at or above this level, dBFS.
@@ -175,11 +178,8 @@ pub fn run_with_source(
     // Counters of every source this run opens (reopening after a stall adds up).
     let counters = SourceCounters::new();
     let stream_id = stream_id();
-    let mut streaming = meta.streaming;
-    if let Some(h) = opts.hop_frames {
-        streaming.hop_frames = h;
-        streaming.validate().map_err(ModelError::Input)?;
-    }
+    let streaming = opts.streaming.unwrap_or(meta.streaming);
+    streaming.validate().map_err(ModelError::Input)?;
     let mut stage = DetectStage::with_options(
         model,
         pp,
@@ -301,22 +301,32 @@ pub fn run_with_source(
         let counters = counters.clone();
         let dropped_frames = dropped_frames.clone();
         let status_interval = opts.status_interval;
+        // The model computes on its own pool of `model_threads` threads (its kernels
+        // and GEMMs parallelise over the current rayon pool), so it never takes more
+        // cores than configured, whatever the machine has.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.model_threads.max(1))
+            .thread_name(|i| format!("hark-model-{i}"))
+            .build()
+            .map_err(|_| PipelineError::Thread("hark-model pool".into()))?;
         std::thread::Builder::new()
             .name("hark-model".into())
             .spawn(move || {
-                let r = model_loop(
-                    stage,
-                    rx,
-                    ctrl_rx,
-                    &progress,
-                    &hub_tx,
-                    &counters,
-                    &dropped_frames,
-                    fps,
-                    &publish_scores2,
-                    status_interval,
-                    &live_out,
-                );
+                let r = pool.install(|| {
+                    model_loop(
+                        stage,
+                        rx,
+                        ctrl_rx,
+                        &progress,
+                        &hub_tx,
+                        &counters,
+                        &dropped_frames,
+                        fps,
+                        &publish_scores2,
+                        status_interval,
+                        &live_out,
+                    )
+                });
                 hub_tx.shutdown();
                 let _ = done_tx.send(r);
             })

@@ -34,9 +34,19 @@ pub struct OfflineDetector {
 impl OfflineDetector {
     /// A detector over `model` with post-processing `pp`.
     pub fn new(model: Model, pp: &PostprocessConfig) -> Result<Self, PipelineError> {
+        Self::with_options(model, pp, &StageOptions::default())
+    }
+
+    /// A detector with the given stage options (e.g. the streaming geometry of a
+    /// config, so that `hark detect` gives the scores `hark run` would).
+    pub fn with_options(
+        model: Model,
+        pp: &PostprocessConfig,
+        opts: &StageOptions,
+    ) -> Result<Self, PipelineError> {
         let features = model.meta().features.clone();
         Ok(Self {
-            stage: DetectStage::new(model, pp, "offline".into())?,
+            stage: DetectStage::with_options(model, pp, "offline".into(), opts)?,
             features,
         })
     }

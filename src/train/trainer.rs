@@ -323,6 +323,7 @@ impl TrainConfig {
             StreamingConfig {
                 window_frames: w,
                 hop_frames: (w / 2).max(1),
+                lookahead_frames: None,
             }
         })
     }

@@ -62,6 +62,7 @@ pub fn small_meta(classes: &[&str], pp: PostprocessConfig) -> ModelMeta {
         streaming: StreamingConfig {
             window_frames: 100,
             hop_frames: 50,
+            lookahead_frames: None,
         },
         training: serde_json::json!({"note": "seeded random weights for tests"}),
     }

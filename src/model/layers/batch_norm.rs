@@ -1,8 +1,13 @@
 //! Batch normalisation over the channel axis (dimension 1), as PyTorch `BatchNorm2d`.
 
-use candle_core::{Result, Tensor, Var};
-use candle_nn::{Init, ModuleT, VarBuilder};
+use std::sync::{Arc, OnceLock};
 
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType};
+use candle_nn::{Init, ModuleT, VarBuilder};
+use rayon::prelude::*;
+
+use super::fast::with_slice;
 use super::mask::TimeMask;
 
 /// Batch normalisation of `(B, C, …)` tensors over every axis but the channel axis.
@@ -92,36 +97,50 @@ impl BatchNorm {
         (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect()
     }
 
-    /// Training output from the batch statistics (`mean`, biased `var`, keepdim, over
-    /// `n` positions per channel): normalises `centred = x − mean`, applies γ and β,
-    /// and updates the running statistics (no gradient), PyTorch's rule.
-    fn train_output(
-        &self,
-        centred: &Tensor,
-        mean: &Tensor,
-        var: &Tensor,
-        n: usize,
-        shape: &[usize],
-    ) -> Result<Tensor> {
-        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        let y = centred.broadcast_mul(&inv_std)?;
+    /// Training: normalises with the batch statistics of the valid positions (each
+    /// sequence's first `lengths[b]` steps of axis 2, or all), applies γ and β, and
+    /// updates the running statistics (no gradient), PyTorch's rule. One operation
+    /// with its own backward ([`BatchNormTrain`]).
+    fn train_forward(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
+        let stats = Arc::new(OnceLock::new());
+        let x = if x.is_contiguous() {
+            x.clone()
+        } else {
+            x.contiguous()?
+        };
+        let dtype = x.dtype();
+        let (w, b) = (
+            self.weight.to_dtype(dtype)?.contiguous()?,
+            self.bias.to_dtype(dtype)?.contiguous()?,
+        );
+        let y = x.apply_op3(
+            &w,
+            &b,
+            BatchNormTrain {
+                lengths: lengths.map(<[usize]>::to_vec),
+                eps: self.eps,
+                stats: stats.clone(),
+            },
+        )?;
+        let Some(st) = stats.get() else {
+            candle_core::bail!("batch norm: the statistics were not computed");
+        };
         let m = self.momentum;
-        let mean_d = mean
-            .detach()
-            .flatten_all()?
-            .to_dtype(self.running_mean.dtype())?;
-        let unbiased = if n > 1 {
-            n as f64 / (n as f64 - 1.0)
+        let unbiased = if st.n > 1 {
+            st.n as f64 / (st.n as f64 - 1.0)
         } else {
             1.0
         };
-        let var_d = (var.detach().flatten_all()? * unbiased)?.to_dtype(self.running_var.dtype())?;
-        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean_d * m)?)?;
-        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var_d * m)?)?;
+        let c = st.mean.len();
+        let dev = x.device();
+        let mean = Tensor::from_slice(&st.mean, c, dev)?.to_dtype(self.running_mean.dtype())?;
+        let var = (Tensor::from_slice(&st.var, c, dev)? * unbiased)?
+            .to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (var * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
-        y.broadcast_mul(&self.weight.reshape(shape)?)?
-            .broadcast_add(&self.bias.reshape(shape)?)
+        Ok(y)
     }
 
     /// Batch norm of a zero-padded batch `x (B, C, T, …)` whose time axis 2 is
@@ -130,10 +149,9 @@ impl BatchNorm {
     /// unpadded batch are exactly [`ModuleT::forward_t`]. Padded frames of the output
     /// are not zeroed (the caller zeroes what the next layer reads).
     pub fn forward_masked(&self, x: &Tensor, mask: &TimeMask, train: bool) -> Result<Tensor> {
-        let m = match (train, mask.shaped(x.rank(), 2, x.dtype())?) {
-            (true, Some(m)) => m,
-            _ => return self.forward_t(x, train),
-        };
+        if !(train && mask.is_padded()) {
+            return self.forward_t(x, train);
+        }
         let c = self.weight.dim(0)?;
         if x.rank() < 3 || x.dim(1)? != c || x.dim(0)? != mask.batch() || x.dim(2)? != mask.frames()
         {
@@ -144,18 +162,7 @@ impl BatchNorm {
                 mask.frames()
             );
         }
-        let shape = Self::channel_shape(x, c);
-        let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
-        let per_frame: usize = x.dims()[3..].iter().product();
-        let n = (mask.lengths().iter().sum::<usize>() * per_frame).max(1);
-        let mean = (x.broadcast_mul(&m)?.sum_keepdim(axes.as_slice())? / n as f64)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = (centred
-            .sqr()?
-            .broadcast_mul(&m)?
-            .sum_keepdim(axes.as_slice())?
-            / n as f64)?;
-        self.train_output(&centred, &mean, &var, n, &shape)
+        self.train_forward(x, Some(mask.lengths()))
     }
 }
 
@@ -170,12 +177,7 @@ impl ModuleT for BatchNorm {
         }
         let shape = Self::channel_shape(x, c);
         if train {
-            let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
-            let n = x.elem_count() / c;
-            let mean = (x.sum_keepdim(axes.as_slice())? / n as f64)?;
-            let centred = x.broadcast_sub(&mean)?;
-            let var = (centred.sqr()?.sum_keepdim(axes.as_slice())? / n as f64)?;
-            self.train_output(&centred, &mean, &var, n, &shape)
+            self.train_forward(x, None)
         } else {
             let rv = self.running_var.as_detached_tensor();
             let rm = self.running_mean.as_detached_tensor();
@@ -190,6 +192,258 @@ impl ModuleT for BatchNorm {
             x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
                 .broadcast_add(&shift.reshape(shape.as_slice())?)
         }
+    }
+}
+
+/// Batch statistics of one training call: per channel, the mean, the biased
+/// variance and 1/√(var + eps) (f64), over `n` valid positions per channel.
+#[derive(Debug)]
+struct BnStats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    inv_std: Vec<f64>,
+    n: usize,
+}
+
+/// Training batch norm `y = γ (x − μ) / √(σ² + eps) + β` over `x (B, C, S…)` as one
+/// operation: two passes forward (statistics, output), two backward (sums, input
+/// gradient), in parallel over channels and planes, instead of a dozen candle
+/// operations whose broadcast backwards are strided reductions over the whole batch.
+/// The statistics count each sequence's first `lengths[b]` steps of axis 2 (all
+/// positions without lengths); the output covers every position.
+struct BatchNormTrain {
+    lengths: Option<Vec<usize>>,
+    eps: f64,
+    /// Set by the forward pass: read for the running statistics and by the backward.
+    stats: Arc<OnceLock<BnStats>>,
+}
+
+/// `(B, C, S)` of a `(B, C, …)` shape and the valid prefix of each sequence's plane.
+fn bn_dims(shape: &Shape, lengths: Option<&[usize]>) -> Result<(usize, usize, usize, Vec<usize>)> {
+    let d = shape.dims();
+    if d.len() < 2 {
+        candle_core::bail!("batch norm needs (B, C, …), got {shape:?}");
+    }
+    let (b, c) = (d[0], d[1]);
+    let s: usize = d[2..].iter().product();
+    let valid = match lengths {
+        None => vec![s; b],
+        Some(l) => {
+            if d.len() < 3 || l.len() != b {
+                candle_core::bail!("masked batch norm: {} lengths for input {shape:?}", l.len());
+            }
+            let per_step: usize = d[3..].iter().product();
+            l.iter().map(|&n| n.min(d[2]) * per_step).collect()
+        }
+    };
+    Ok((b, c, s, valid))
+}
+
+impl BatchNormTrain {
+    fn stats<T: WithDType>(
+        &self,
+        x: &[T],
+        (b, c, s): (usize, usize, usize),
+        valid: &[usize],
+    ) -> BnStats {
+        let n: usize = valid.iter().sum();
+        let nf = n.max(1) as f64;
+        let per_c: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let planes =
+                    || (0..b).map(|bi| &x[(bi * c + ci) * s..(bi * c + ci) * s + valid[bi]]);
+                let mean = planes().flatten().map(|v| v.to_f64()).sum::<f64>() / nf;
+                let var = planes()
+                    .flatten()
+                    .map(|v| {
+                        let d = v.to_f64() - mean;
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / nf;
+                (mean, var)
+            })
+            .collect();
+        BnStats {
+            mean: per_c.iter().map(|p| p.0).collect(),
+            var: per_c.iter().map(|p| p.1).collect(),
+            inv_std: per_c
+                .iter()
+                .map(|p| 1.0 / (p.1 + self.eps).sqrt())
+                .collect(),
+            n,
+        }
+    }
+
+    fn forward<T: WithDType>(
+        &self,
+        x: &[T],
+        g: &[T],
+        beta: &[T],
+        dims: (usize, usize, usize),
+        valid: &[usize],
+    ) -> Vec<T> {
+        let (_, c, s) = dims;
+        let st = self.stats.get_or_init(|| self.stats(x, dims, valid));
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(s.max(1))
+            .zip(x.par_chunks(s.max(1)))
+            .enumerate()
+            .for_each(|(plane, (yo, xi))| {
+                let ci = plane % c;
+                let a = g[ci].to_f64() * st.inv_std[ci];
+                let sh = beta[ci].to_f64() - st.mean[ci] * a;
+                for (o, v) in yo.iter_mut().zip(xi) {
+                    *o = T::from_f64(a * v.to_f64() + sh);
+                }
+            });
+        y
+    }
+
+    /// `(dx, dγ, dβ)` for the output gradient `dy`.
+    fn backward<T: WithDType>(
+        &self,
+        x: &[T],
+        g: &[T],
+        dy: &[T],
+        (b, c, s): (usize, usize, usize),
+        valid: &[usize],
+    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        let Some(st) = self.stats.get() else {
+            candle_core::bail!("batch norm backward before its forward");
+        };
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for bi in 0..b {
+                    let o = (bi * c + ci) * s;
+                    for (d, v) in dy[o..o + s].iter().zip(&x[o..o + s]) {
+                        let d = d.to_f64();
+                        sdy += d;
+                        sdyx += d * (v.to_f64() - st.mean[ci]) * st.inv_std[ci];
+                    }
+                }
+                (sdy, sdyx)
+            })
+            .collect();
+        let nf = st.n.max(1) as f64;
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_mut(s.max(1))
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let (bi, ci) = (plane / c, plane % c);
+                let o = plane * s;
+                let k = g[ci].to_f64() * st.inv_std[ci];
+                let (sdy, sdyx) = sums[ci];
+                for (j, d) in out.iter_mut().enumerate() {
+                    let dyv = dy[o + j].to_f64();
+                    *d = T::from_f64(if j < valid[bi] {
+                        let xh = (x[o + j].to_f64() - st.mean[ci]) * st.inv_std[ci];
+                        k * (dyv - (sdy + xh * sdyx) / nf)
+                    } else {
+                        k * dyv
+                    });
+                }
+            });
+        let dg = sums.iter().map(|p| T::from_f64(p.1)).collect();
+        let db = sums.iter().map(|p| T::from_f64(p.0)).collect();
+        Ok((dx, dg, db))
+    }
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("batch norm: input {:?} is not contiguous", l.shape()),
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, s, valid) = bn_dims(l1.shape(), self.lengths.as_deref())?;
+        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
+            candle_core::bail!(
+                "batch norm of {:?} with γ {:?}, β {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let dims = (b, c, s);
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(self.forward(
+                contiguous::<f32>(s1, l1)?,
+                contiguous(s2, l2)?,
+                contiguous(s3, l3)?,
+                dims,
+                &valid,
+            )),
+            DType::F64 => CpuStorage::F64(self.forward(
+                contiguous::<f64>(s1, l1)?,
+                contiguous(s2, l2)?,
+                contiguous(s3, l3)?,
+                dims,
+                &valid,
+            )),
+            d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, c, s, valid) = bn_dims(x.shape(), self.lengths.as_deref())?;
+        fn run<T: WithDType>(
+            op: &BatchNormTrain,
+            (x, g, grad): (&Tensor, &Tensor, &Tensor),
+            dims: (usize, usize, usize),
+            valid: &[usize],
+        ) -> Result<(Tensor, Tensor, Tensor)> {
+            let dev = x.device();
+            let c = dims.1;
+            with_slice::<T, _>(x, |xv| {
+                with_slice::<T, _>(g, |gv| {
+                    with_slice::<T, _>(grad, |dy| {
+                        let (a, bb, cc) = op.backward(xv, gv, dy, dims, valid)?;
+                        Ok((
+                            Tensor::from_vec(a, x.shape(), dev)?,
+                            Tensor::from_vec(bb, c, dev)?,
+                            Tensor::from_vec(cc, c, dev)?,
+                        ))
+                    })
+                })
+            })
+        }
+        let (dx, dg, db) = match x.dtype() {
+            DType::F32 => run::<f32>(self, (x, g, grad), (b, c, s), &valid)?,
+            DType::F64 => run::<f64>(self, (x, g, grad), (b, c, s), &valid)?,
+            d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
+        };
+        Ok((
+            Some(dx),
+            Some(dg.reshape(g.shape())?),
+            Some(db.reshape(beta.shape())?),
+        ))
     }
 }
 

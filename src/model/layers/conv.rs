@@ -8,6 +8,7 @@ use candle_nn::{ModuleT, VarBuilder};
 use super::activation::LeakyRelu;
 use super::batch_norm::BatchNorm;
 use super::fast::{self, Act, ConvSpec};
+use super::im2col::Im2Col;
 use super::mask::TimeMask;
 
 /// 2-D convolution without bias, odd `k × k` kernel, "same" zero padding, stride 1;
@@ -77,19 +78,16 @@ impl Module for Conv2dSame {
             );
         }
         debug_assert_eq!(k, self.kernel);
-        let p = k / 2;
         if fast::eval_ready(x, &[&self.weight]) {
             return self.forward_fused(x, None, Act::Identity);
         }
-        let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-        let mut shifted = Vec::with_capacity(k * k);
-        for di in 0..k {
-            for dj in 0..k {
-                shifted.push(xp.narrow(2, di, h)?.narrow(3, dj, w)?);
-            }
-        }
-        // (B, C, k², T, F) → (B, C·k², T·F): rows ordered as the flattened weight.
-        let cols = Tensor::stack(&shifted, 2)?.reshape((b, c * k * k, h * w))?;
+        // (B, C·k², T·F): rows ordered as the flattened weight; one pass each way.
+        let x = if x.is_contiguous() {
+            x.clone()
+        } else {
+            x.contiguous()?
+        };
+        let cols = x.apply_op1(Im2Col::same(k))?;
         let wf = self.weight.reshape((c_out, c * k * k))?;
         let y = if b == 1 {
             wf.matmul(&cols.squeeze(0)?)?.unsqueeze(0)?
@@ -199,9 +197,9 @@ impl Conv2dGeometry {
 /// bias)`: tensors `weight (c_out, c_in, kt, kf)` (Kaiming-normal) and, with a bias,
 /// `bias (c_out)` (zeros). Input and output `(B, C, T, F)`.
 ///
-/// Computed as im2col + one matrix product like [`Conv2dSame`] (strided windows are
-/// gathered with `index_select`, whose backward is an exact scatter-add), so forward
-/// and both gradients are matrix products and copies.
+/// Computed as im2col (one gather, whose backward is one scatter-add; see
+/// `super::im2col`) + one matrix product like [`Conv2dSame`], so forward and both
+/// gradients are matrix products and single passes.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// `(c_out, c_in, kt, kf)`.
@@ -289,15 +287,6 @@ impl Conv2d {
     }
 }
 
-/// Entries `start, start + s, …` (`n` of them) of the contiguous tensor `x` along `dim`.
-fn take_strided(x: &Tensor, dim: usize, start: usize, s: usize, n: usize) -> Result<Tensor> {
-    if s == 1 {
-        return x.narrow(dim, start, n);
-    }
-    let idx: Vec<u32> = (0..n).map(|i| (start + i * s) as u32).collect();
-    x.index_select(&Tensor::from_vec(idx, n, x.device())?, dim)
-}
-
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
@@ -326,20 +315,17 @@ impl Module for Conv2d {
         if fast::eval_ready(x, &params) {
             return self.forward_fused(x, None, Act::Identity);
         }
-        let xp = if pt > 0 || pf > 0 {
-            x.pad_with_zeros(2, pt, pt)?.pad_with_zeros(3, pf, pf)?
+        // (B, C·kt·kf, OT·OF): rows ordered as the flattened weight; one pass each way.
+        let x = if x.is_contiguous() {
+            x.clone()
         } else {
             x.contiguous()?
         };
-        let mut shifted = Vec::with_capacity(kt * kf);
-        for di in 0..kt {
-            let rows = take_strided(&xp, 2, di, st, oh)?;
-            let rows = if sf > 1 { rows.contiguous()? } else { rows };
-            for dj in 0..kf {
-                shifted.push(take_strided(&rows, 3, dj, sf, ow)?);
-            }
-        }
-        let cols = Tensor::stack(&shifted, 2)?.reshape((b, c * kt * kf, oh * ow))?;
+        let cols = x.apply_op1(Im2Col {
+            kernel: (kt, kf),
+            stride: (st, sf),
+            padding: (pt, pf),
+        })?;
         let wf = self.weight.reshape((c_out, c * kt * kf))?;
         let mut y = if b == 1 {
             wf.matmul(&cols.squeeze(0)?)?.unsqueeze(0)?

@@ -11,7 +11,9 @@
 //!
 //! Inputs are read in place from the tensor's storage; each kernel allocates only
 //! its output (and, for the convolution, the im2col matrix). Work is split across
-//! candle's threads (`RAYON_NUM_THREADS`) with rayon where the arrays are large.
+//! the threads of the current rayon pool (the daemon's model pool of
+//! `pipeline.model_threads`, else the global pool: `RAYON_NUM_THREADS` or every core)
+//! where the arrays are large.
 
 use candle_core::{DType, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -29,6 +31,15 @@ pub(crate) fn eval_ready(x: &Tensor, params: &[&Tensor]) -> bool {
 
 /// Calls `f` with the contiguous f32 values of `t` (copied first if `t` is strided).
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    with_slice(t, f)
+}
+
+/// Calls `f` with the contiguous values of `t`, read in place (copied first only if
+/// `t` is strided); an error if `t` is not on the CPU or not of type `T`.
+pub(crate) fn with_slice<T: candle_core::WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
     let t = if t.is_contiguous() {
         t.clone()
     } else {
@@ -39,7 +50,7 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Re
         candle_core::bail!("fast kernel: tensor {:?} is not contiguous", t.shape());
     };
     match &*storage {
-        Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
+        Storage::Cpu(cpu) => f(&cpu.as_slice::<T>()?[start..end]),
         _ => candle_core::bail!("fast kernel: tensor is not on the CPU"),
     }
 }
@@ -170,7 +181,7 @@ fn epilogue(out: &mut [f32], n: usize, post: Option<(&[f32], &[f32])>, act: Act)
 /// `dst (m, n) = lhs (m, k) · rhs (k, n)`, all row-major and contiguous.
 fn matmul(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k >= 1 << 16 {
         gemm::Parallelism::Rayon(threads)
     } else {

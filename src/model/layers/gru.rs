@@ -5,13 +5,14 @@
 //! (candle's own `GRU::states_to_tensor` returns a wrongly shaped tensor; it is not
 //! used.)
 //!
-//! When no gradient can flow (neither the input nor the weights track operations, as
-//! in inference from a model file), the recurrence runs as a plain loop over `f32`
-//! slices instead of a dozen small candle operations per step.
+//! The recurrence itself is one candle operation with a hand-written backward pass
+//! ([`super::gru_op`]): one small GEMM and one fused gate pass per step, instead of a
+//! dozen candle operations per step whose backward is quadratic in the length.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use super::gru_op::GruRecurrence;
 use super::mask::TimeMask;
 
 /// One GRU layer, one direction, PyTorch equations and gate order (r, z, n):
@@ -95,96 +96,22 @@ impl Gru {
         let tracked = [x, &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh]
             .iter()
             .any(|t| t.track_op());
-        if !tracked && x.dtype() == DType::F32 {
-            return self.recur_f32(&xp, reverse, mask.lengths());
-        }
-        // (B, T): a padded step resets the state to zero, so the backward direction
-        // starts at each sequence's last valid frame.
-        let step_mask = mask.shaped(2, 1, x.dtype())?;
-        let w_hh_t = self.w_hh.t()?;
-        let mut state = Tensor::zeros((b, h), x.dtype(), x.device())?;
-        let mut outs: Vec<Tensor> = Vec::with_capacity(t);
-        for step in 0..t {
-            let s = if reverse { t - 1 - step } else { step };
-            let xs = xp.narrow(1, s, 1)?.squeeze(1)?; // (B, 3H)
-            let hs = state.matmul(&w_hh_t)?.broadcast_add(&self.b_hh)?; // (B, 3H)
-            let rz =
-                candle_nn::ops::sigmoid(&(xs.narrow(1, 0, 2 * h)? + hs.narrow(1, 0, 2 * h)?)?)?;
-            let r = rz.narrow(1, 0, h)?;
-            let z = rz.narrow(1, h, h)?;
-            let n = (xs.narrow(1, 2 * h, h)? + (r * hs.narrow(1, 2 * h, h)?)?)?.tanh()?;
-            // h' = n + z ⊙ (h − n)
-            state = (&n + (z * (&state - &n)?)?)?;
-            if let Some(m) = &step_mask {
-                state = state.broadcast_mul(&m.narrow(1, s, 1)?)?;
-            }
-            outs.push(state.clone());
-        }
-        if reverse {
-            outs.reverse();
-        }
-        Tensor::stack(&outs, 1)
-    }
-}
-
-impl Gru {
-    /// The recurrence without autograd, for `xp (B, T, 3H)` = input projections + b_ih,
-    /// each sequence over its first `lengths[b]` frames (the rest of the output is 0).
-    fn recur_f32(&self, xp: &Tensor, reverse: bool, lengths: &[usize]) -> Result<Tensor> {
-        let (b, t, h3) = xp.dims3()?;
-        let h = self.hidden;
-        let xp = xp.flatten_all()?.to_vec1::<f32>()?;
-        let w = self.w_hh.flatten_all()?.to_vec1::<f32>()?;
-        let bh = self.b_hh.to_vec1::<f32>()?;
-        let mut out = vec![0f32; b * t * h];
-        let mut state = vec![0f32; h];
-        let mut gh = vec![0f32; h3];
-        for (bi, &len) in lengths.iter().enumerate().take(b) {
-            state.fill(0.0);
-            let len = len.min(t);
-            for step in 0..len {
-                let s = if reverse { len - 1 - step } else { step };
-                for (g, (o, row)) in gh.iter_mut().zip(w.chunks_exact(h)).enumerate() {
-                    *o = bh[g] + dot(row, &state);
-                }
-                let xs = &xp[(bi * t + s) * h3..(bi * t + s + 1) * h3];
-                let dst = &mut out[(bi * t + s) * h..(bi * t + s + 1) * h];
-                for j in 0..h {
-                    let r = sigmoid(xs[j] + gh[j]);
-                    let z = sigmoid(xs[h + j] + gh[h + j]);
-                    let n = (xs[2 * h + j] + r * gh[2 * h + j]).tanh();
-                    let new = n + z * (state[j] - n);
-                    dst[j] = new;
-                    state[j] = new;
-                }
-            }
-        }
-        Tensor::from_vec(out, (b, t, h), self.w_hh.device())
-    }
-}
-
-/// Logistic function.
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// Dot product with eight independent accumulators (vectorises without fast-math).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        // The recurrence is one operation with its own backward (see `gru_op`).
+        let op = GruRecurrence {
+            lengths: mask.lengths().to_vec(),
+            reverse,
+        };
+        let (xp, w, bh) = (
+            xp.contiguous()?,
+            self.w_hh.contiguous()?,
+            self.b_hh.contiguous()?,
+        );
+        if tracked {
+            xp.apply_op3(&w, &bh, op)
+        } else {
+            xp.apply_op3_no_bwd(&w, &bh, &op)
         }
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Bidirectional single-layer GRU: a forward GRU under `fwd.` and a backward GRU under
@@ -340,16 +267,16 @@ mod tests {
     }
 
     #[test]
-    fn plain_loop_equals_the_differentiable_path() {
+    fn inference_and_training_paths_agree() {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 13, DType::F32, &Device::Cpu);
         let bigru = BiGru::new(5, 12, vb).unwrap();
         let x = gradcheck::rand_tensor(&[2, 9, 5], 4)
             .to_dtype(DType::F32)
             .unwrap();
-        // The VarMap's weights are variables: the candle-operation path.
+        // The VarMap's weights are variables: the operation records its backward.
         let slow = bigru.forward(&x).unwrap();
-        // Detached copies of the weights: the plain loop.
+        // Detached copies of the weights: inference, the directions on two threads.
         let detached = |g: &Gru| Gru {
             w_ih: g.w_ih.detach(),
             w_hh: g.w_hh.detach(),
@@ -412,7 +339,7 @@ mod tests {
                 0.0
             );
         }
-        // The plain f32 loop (no gradient) honours the lengths the same way.
+        // In f32 without gradients (inference) the lengths are honoured the same way.
         let detached = |g: &Gru| Gru {
             w_ih: g.w_ih.detach().to_dtype(DType::F32).unwrap(),
             w_hh: g.w_hh.detach().to_dtype(DType::F32).unwrap(),
@@ -429,7 +356,12 @@ mod tests {
             .forward_masked(&x.to_dtype(DType::F32).unwrap(), &mask32)
             .unwrap();
         assert!(!y32.track_op());
-        gradcheck::assert_close(&y32.to_dtype(DType::F64).unwrap(), &y, 1e-6, "f32 loop");
+        gradcheck::assert_close(
+            &y32.to_dtype(DType::F64).unwrap(),
+            &y,
+            1e-6,
+            "f32 inference",
+        );
     }
 
     #[test]

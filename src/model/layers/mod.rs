@@ -22,7 +22,9 @@ pub(crate) mod fast;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod gru;
+mod gru_op;
 pub mod heads;
+mod im2col;
 pub mod init;
 pub mod interp;
 pub mod mask;
