@@ -342,7 +342,9 @@ fn serve(
                 .iter()
                 .any(|c| c.sub.lock().map(|s| s.scores).unwrap_or(true))
         });
-        match rx.recv_timeout(Duration::from_millis(20)) {
+        // New connections wait at most this long for their `hello`; an idle daemon
+        // wakes 10 times a second (at 50 it cost 0.6 % of a core).
+        match rx.recv_timeout(ACCEPT_POLL) {
             Ok(out) => {
                 if out.kind == Kind::Status {
                     last_status = Some(out.clone());
@@ -360,6 +362,12 @@ fn serve(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         // Forget clients whose connection ended.
+        if !clients
+            .iter()
+            .any(|c| c.writer.as_ref().is_some_and(|w| w.is_finished()))
+        {
+            continue;
+        }
         let (gone, alive): (Vec<_>, Vec<_>) = clients
             .into_iter()
             .partition(|c| c.writer.as_ref().is_some_and(|w| w.is_finished()));
@@ -378,6 +386,9 @@ fn serve(
         tracing::warn!(path = %path.display(), error = %e, "could not remove socket");
     }
 }
+
+/// How often the socket thread looks for new connections when no line is queued.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 fn deliver(clients: &mut Vec<Client>, out: &Arc<Outgoing>, stats: &SocketStats) {
     let mut i = 0;

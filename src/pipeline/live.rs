@@ -378,7 +378,7 @@ pub fn run_with_source(
                 progress.load(Ordering::Relaxed) as f64 / fps
             )
         });
-        match done_rx.recv_timeout(Duration::from_millis(50)) {
+        match done_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => break r,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 break Err(PipelineError::Thread("hark-model".into()))
