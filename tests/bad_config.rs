@@ -71,6 +71,19 @@ const BAD: &[(&str, &[&str])] = &[
     ("[pipeline]\nloud_dbfs = -1000\n", &["pipeline.loud_dbfs"]),
     ("[model]\nhop_frames = 0\n", &["model.hop_frames"]),
     ("[model]\nhop_frames = 101\n", &["model.hop_frames", "100"]),
+    (
+        "[model]\nlookahead_frames = 100\n",
+        &["model.lookahead_frames", "100"],
+    ),
+    ("[model]\nlookahead_frames = -1\n", &["lookahead_frames"]),
+    (
+        "[pipeline]\nmodel_threads = 0\n",
+        &["pipeline.model_threads"],
+    ),
+    (
+        "[pipeline]\nmodel_threads = 65\n",
+        &["pipeline.model_threads"],
+    ),
     ("[http]\naddr = \"here:there\"\n", &["http.addr"]),
     ("[http]\nclient_queue = 1\n", &["http.client_queue"]),
     ("[http]\nmax_clients = 0\n", &["http.max_clients"]),

@@ -148,6 +148,8 @@ fn metadata_cases() -> Vec<(&'static str, serde_json::Value)> {
         ("/streaming/window_frames", json!(0)),
         ("/streaming/hop_frames", json!(0)),
         ("/streaming/hop_frames", json!(1000)),
+        ("/streaming/lookahead_frames", json!(1000)),
+        ("/streaming/lookahead_frames", json!(-3)),
         ("/streaming/window_frames", json!(1u64 << 40)),
         ("/postprocess/default/on", json!(2.0)),
         ("/postprocess/default/off", json!(-1.0)),
@@ -165,8 +167,17 @@ fn every_wrong_metadata_value_is_refused_naming_the_file() {
     let mut files: Vec<PathBuf> = Vec::new();
     for (i, (ptr, value)) in metadata_cases().into_iter().enumerate() {
         let mut v = json.clone();
-        *v.pointer_mut(ptr)
-            .unwrap_or_else(|| panic!("no {ptr} in {json}")) = value.clone();
+        // Set the field, or add it where it is optional and absent.
+        match v.pointer_mut(ptr) {
+            Some(x) => *x = value.clone(),
+            None => {
+                let (parent, key) = ptr.rsplit_once('/').unwrap();
+                v.pointer_mut(parent)
+                    .and_then(|p| p.as_object_mut())
+                    .unwrap_or_else(|| panic!("no {parent} in {json}"))
+                    .insert(key.to_string(), value.clone());
+            }
+        }
         let p = dir.path().join(format!("meta{i}.safetensors"));
         write_model(&p, &tensors, &v.to_string());
         assert!(!load_checked(&p), "{ptr} = {value} loaded");

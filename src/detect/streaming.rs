@@ -73,7 +73,7 @@ impl StreamingConfig {
 }
 
 /// Runs a [`Scorer`] on a sliding window over a stream of log-mel frames and emits
-/// each frame's score once no later window can change it.
+/// each frame's score once it is final.
 ///
 /// Window `k` covers frames `[k·H, k·H + W)`. A frame's score is the mean over the
 /// windows that cover it and ran before it became final. Frames before the start of
