@@ -36,5 +36,5 @@ fn every_firmware_profile_passes_check_config() {
             n += 1;
         }
     }
-    assert!(n >= 5, "expected the five profiles, found {n}");
+    assert!(n >= 6, "expected the six profiles, found {n}");
 }
