@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, V
 use candle_nn::{Init, ModuleT, VarBuilder};
 use rayon::prelude::*;
 
-use super::fast::with_slice;
+use super::fast::{storage_slice, with_slice};
 use super::mask::TimeMask;
 
 /// Batch normalisation of `(B, C, …)` tensors over every axis but the channel axis.
@@ -353,13 +353,6 @@ impl BatchNormTrain {
     }
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("batch norm: input {:?} is not contiguous", l.shape()),
-    }
-}
-
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "batch-norm-train"
@@ -386,16 +379,16 @@ impl CustomOp3 for BatchNormTrain {
         let dims = (b, c, s);
         let out = match s1.dtype() {
             DType::F32 => CpuStorage::F32(self.forward(
-                contiguous::<f32>(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
+                storage_slice::<f32>(s1, l1, "batch norm: input")?,
+                storage_slice(s2, l2, "batch norm: γ")?,
+                storage_slice(s3, l3, "batch norm: β")?,
                 dims,
                 &valid,
             )),
             DType::F64 => CpuStorage::F64(self.forward(
-                contiguous::<f64>(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
+                storage_slice::<f64>(s1, l1, "batch norm: input")?,
+                storage_slice(s2, l2, "batch norm: γ")?,
+                storage_slice(s3, l3, "batch norm: β")?,
                 dims,
                 &valid,
             )),

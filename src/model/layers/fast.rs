@@ -55,6 +55,19 @@ pub(crate) fn with_slice<T: candle_core::WithDType, R>(
     }
 }
 
+/// The values of a custom operation's input `s` seen through `l`, in place; `what`
+/// names the operation and input in the error when the layout is not contiguous.
+pub(crate) fn storage_slice<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{what} {:?} is not contiguous", l.shape()),
+    }
+}
+
 /// The contiguous f32 values of a small tensor (parameters), copied.
 pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     with_f32(t, |s| Ok(s.to_vec()))

@@ -17,7 +17,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::fast::with_slice;
+use super::fast::{storage_slice, with_slice};
 
 /// A float type the recurrence runs in.
 trait Real: Copy + Default + 'static + std::ops::AddAssign {
@@ -106,18 +106,6 @@ pub(crate) struct GruRecurrence {
     pub lengths: Vec<usize>,
     /// Runs from the last valid step to the first.
     pub reverse: bool,
-}
-
-/// The contiguous values of a storage viewed through `layout`.
-fn values<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    name: &str,
-) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("GRU recurrence: {name} must be contiguous"),
-    }
 }
 
 impl GruRecurrence {
@@ -370,17 +358,17 @@ impl CustomOp3 for GruRecurrence {
         match s1.dtype() {
             DType::F32 => {
                 let (x, w, c) = (
-                    values::<f32>(s1, l1, "input")?,
-                    values::<f32>(s2, l2, "w_hh")?,
-                    values::<f32>(s3, l3, "b_hh")?,
+                    storage_slice::<f32>(s1, l1, "GRU recurrence: input")?,
+                    storage_slice::<f32>(s2, l2, "GRU recurrence: w_hh")?,
+                    storage_slice::<f32>(s3, l3, "GRU recurrence: b_hh")?,
                 );
                 Ok((CpuStorage::F32(self.forward(x, w, c, b, t, h)), shape))
             }
             DType::F64 => {
                 let (x, w, c) = (
-                    values::<f64>(s1, l1, "input")?,
-                    values::<f64>(s2, l2, "w_hh")?,
-                    values::<f64>(s3, l3, "b_hh")?,
+                    storage_slice::<f64>(s1, l1, "GRU recurrence: input")?,
+                    storage_slice::<f64>(s2, l2, "GRU recurrence: w_hh")?,
+                    storage_slice::<f64>(s3, l3, "GRU recurrence: b_hh")?,
                 );
                 Ok((CpuStorage::F64(self.forward(x, w, c, b, t, h)), shape))
             }

@@ -13,7 +13,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::fast::with_slice;
+use super::fast::{storage_slice, with_slice};
 
 /// `x (B, C, T, F)` → `(B, C·kt·kf, OT·OF)`: row `c·kt·kf + di·kf + dj` holds, at
 /// output position `(ot, of)`, input `(ot·st + di − pt, of·sf + dj − pf)` of channel
@@ -184,17 +184,22 @@ impl CustomOp1 for Im2Col {
         let Some(o) = self.out_dims(t, f) else {
             candle_core::bail!("im2col {self:?} does not fit input {:?}", l.shape());
         };
-        let Some((lo, hi)) = l.contiguous_offsets() else {
-            candle_core::bail!("im2col: input {:?} is not contiguous", l.shape());
-        };
         let shape = Shape::from((b, c * self.kernel.0 * self.kernel.1, o.0 * o.1));
         match s.dtype() {
             DType::F32 => Ok((
-                CpuStorage::F32(self.forward(&s.as_slice::<f32>()?[lo..hi], dims, o)),
+                CpuStorage::F32(self.forward(
+                    storage_slice::<f32>(s, l, "im2col: input")?,
+                    dims,
+                    o,
+                )),
                 shape,
             )),
             DType::F64 => Ok((
-                CpuStorage::F64(self.forward(&s.as_slice::<f64>()?[lo..hi], dims, o)),
+                CpuStorage::F64(self.forward(
+                    storage_slice::<f64>(s, l, "im2col: input")?,
+                    dims,
+                    o,
+                )),
                 shape,
             )),
             d => candle_core::bail!("im2col: unsupported dtype {d:?}"),
