@@ -300,7 +300,11 @@ fn serve(
     let mut last_status: Option<Arc<Outgoing>> = None;
     let mut next_id = 0u64;
     loop {
-        // Accept everything pending.
+        // New connections wait at most this long for their `hello`; an idle daemon
+        // wakes 10 times a second (at 50 it cost 0.6 % of a core).
+        let msg = rx.recv_timeout(ACCEPT_POLL);
+        // Accept everything pending before delivering `msg`, so that a client whose
+        // connection was made before the line was published receives it.
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
@@ -342,21 +346,12 @@ fn serve(
                 .iter()
                 .any(|c| c.sub.lock().map(|s| s.scores).unwrap_or(true))
         });
-        // New connections wait at most this long for their `hello`; an idle daemon
-        // wakes 10 times a second (at 50 it cost 0.6 % of a core).
-        match rx.recv_timeout(ACCEPT_POLL) {
+        match msg {
             Ok(out) => {
                 if out.kind == Kind::Status {
                     last_status = Some(out.clone());
                 }
                 deliver(&mut clients, &out, &stats);
-                // Deliver whatever else is queued before accepting again.
-                while let Ok(out) = rx.try_recv() {
-                    if out.kind == Kind::Status {
-                        last_status = Some(out.clone());
-                    }
-                    deliver(&mut clients, &out, &stats);
-                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
