@@ -99,6 +99,43 @@ unsafe fn gemm<T: Real>(
     )
 }
 
+/// `gh (B, 3H) = b_hh + h_prev · w_hhᵀ`, with row `i` of `h_prev` at
+/// `prev[i · prev_rs..][..H]` (the states of the previous step, or zeros).
+fn recurrent_gates<T: Real>(
+    gh: &mut [T],
+    bias: &[T],
+    prev: &[T],
+    prev_rs: usize,
+    w: &[T],
+    b: usize,
+    h: usize,
+) {
+    let h3 = 3 * h;
+    assert!(gh.len() >= b * h3 && bias.len() == h3 && w.len() >= h3 * h);
+    assert!(b == 0 || prev.len() >= (b - 1) * prev_rs + h);
+    for row in gh.chunks_exact_mut(h3).take(b) {
+        row.copy_from_slice(bias);
+    }
+    // SAFETY: the asserts above cover every element addressed: gh (B, 3H) row-major,
+    // prev rows of H at stride prev_rs, w_hh (3H, H) row-major read transposed.
+    unsafe {
+        gemm(
+            b,
+            h3,
+            h,
+            gh.as_mut_ptr(),
+            h3 as isize,
+            true,
+            prev.as_ptr(),
+            prev_rs as isize,
+            1,
+            w.as_ptr(),
+            1,
+            h as isize,
+        );
+    }
+}
+
 /// The recurrence over one direction; see the module documentation.
 #[derive(Debug, Clone)]
 pub(crate) struct GruRecurrence {
@@ -161,30 +198,9 @@ impl GruRecurrence {
         for k in 0..t {
             let s = self.step(k, t);
             // gh = b_hh + h_prev · w_hhᵀ, h_prev = the states of the previous step.
-            for row in gh.chunks_exact_mut(h3) {
-                row.copy_from_slice(bias);
-            }
-            let (hp, hp_rs) = match prev_s {
-                Some(p) => (out[p * h..].as_ptr(), (t * h) as isize),
-                None => (zero.as_ptr(), h as isize),
-            };
-            // SAFETY: h_prev rows b at stride hp_rs hold h values inside `out` (or
-            // `zero`); w_hh is (3H, H) row-major, read transposed; gh is (B, 3H).
-            unsafe {
-                gemm(
-                    b,
-                    h3,
-                    h,
-                    gh.as_mut_ptr(),
-                    h3 as isize,
-                    true,
-                    hp,
-                    hp_rs,
-                    1,
-                    w.as_ptr(),
-                    1,
-                    h as isize,
-                );
+            match prev_s {
+                Some(p) => recurrent_gates(&mut gh, bias, &out[p * h..], t * h, w, b, h),
+                None => recurrent_gates(&mut gh, bias, &zero, h, w, b, h),
             }
             for bi in 0..b {
                 let o = (bi * t + s) * h;
@@ -235,30 +251,10 @@ impl GruRecurrence {
             let s = self.step(k, t);
             let prev_s = (k > 0).then(|| self.step(k - 1, t));
             let (hp, hp_rs) = match prev_s {
-                Some(p) => (hs[p * h..].as_ptr(), (t * h) as isize),
-                None => (zero.as_ptr(), h as isize),
+                Some(p) => (&hs[p * h..], t * h),
+                None => (&zero[..], h),
             };
-            // Recompute gh = b_hh + h_prev · w_hhᵀ.
-            for row in gh.chunks_exact_mut(h3) {
-                row.copy_from_slice(bias);
-            }
-            // SAFETY: as in `forward`.
-            unsafe {
-                gemm(
-                    b,
-                    h3,
-                    h,
-                    gh.as_mut_ptr(),
-                    h3 as isize,
-                    true,
-                    hp,
-                    hp_rs,
-                    1,
-                    w.as_ptr(),
-                    1,
-                    h as isize,
-                );
-            }
+            recurrent_gates(&mut gh, bias, hp, hp_rs, w, b, h);
             // Gate gradients; gh is overwritten in place by d(gh).
             for bi in 0..b {
                 let dst = &mut dh[bi * h..(bi + 1) * h];
@@ -300,7 +296,7 @@ impl GruRecurrence {
                     *a += *v;
                 }
             }
-            // SAFETY: d(gh) is (B, 3H) row-major; h_prev as in `forward`; dw is
+            // SAFETY: d(gh) is (B, 3H) row-major; h_prev as in `recurrent_gates`; dw is
             // (3H, H); w_hh is (3H, H); dh is (B, H).
             unsafe {
                 // dw += d(gh)ᵀ · h_prev
@@ -314,8 +310,8 @@ impl GruRecurrence {
                     gh.as_ptr(),
                     1,
                     h3 as isize,
-                    hp,
-                    hp_rs,
+                    hp.as_ptr(),
+                    hp_rs as isize,
                     1,
                 );
                 // dh += d(gh) · w_hh
