@@ -10,7 +10,8 @@ tests/data/golden/model/:
 
   amn_tiny.safetensors            hark model file (weights under hark's names + the
                                   `hark.model` JSON), 64 mels, channels 4/8/8, GRU 8,
-                                  tau 0.5, AM everywhere, linear up-sampling
+                                  tau 0.5, AM everywhere, softmax encoder affinity,
+                                  linear up-sampling
   amn_tiny_io.safetensors         inputs (T = 37 and 4) and the twin's frame/clip
   two_step_ae_tiny.safetensors    hark model file, 16 mels, encoder 4/4/8/8, decoder
                                   8/4/4, two-step head, linear decoder output
@@ -80,6 +81,8 @@ AMN_CHANNELS = [4, 8, 8]
 AMN_MEL_POOLS = [4, 4, 4]
 AMN_GRU = 8
 AMN_TAU = 0.5
+# Eq. 4's A~: "softmax" (class mean of A, hark's default) or "exp" (as printed).
+AMN_ENCODER_AFFINITY = "softmax"
 SLOPE = 0.1
 LP_P = 4.0
 
@@ -111,8 +114,9 @@ class Affinity(torch.nn.Module):
 
 
 def mix_encoder(a, x):
-    """Eq. 4: A~ = mean_k exp(A_k), repeated over channels, times X'."""
-    at = a.exp().mean(1)
+    """Eq. 4: A~ = mean_k A_k (or mean_k exp(A_k) as printed), repeated over channels,
+    times X'."""
+    at = a.mean(1) if AMN_ENCODER_AFFINITY == "softmax" else a.exp().mean(1)
     return torch.einsum("bij,bcjf->bcif", at, x)
 
 
@@ -253,7 +257,7 @@ def main():
     meta["name"] = "golden-amn-tiny (random weights, PyTorch twin)"
     meta["arch"] = {"name": "amn", "channels": AMN_CHANNELS, "mel_pools": AMN_MEL_POOLS,
                     "kernel": 3, "leaky_slope": SLOPE, "lp_p": LP_P, "gru_hidden": AMN_GRU,
-                    "tau": AMN_TAU}
+                    "tau": AMN_TAU, "encoder_affinity": AMN_ENCODER_AFFINITY}
     meta["features"] = dict(base["features"], n_mels=AMN_MELS)
     export(amn, OUT / "amn_tiny.safetensors", meta)
     io = {}

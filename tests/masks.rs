@@ -242,7 +242,7 @@ fn archs() -> Vec<String> {
     let mut v = vec![
         r#"{"name":"crnn","blocks":[{"channels":2,"pool":{"time":2,"mel":2}},{"channels":3,"pool":{"time":2,"mel":2}}],"gru_hidden":3}"#.to_string(),
         r#"{"name":"amn","channels":[2,3,2],"mel_pools":[2,1,2],"gru_hidden":2}"#.to_string(),
-        r#"{"name":"amn","channels":[2,2,2],"mel_pools":[2,1,2],"gru_hidden":2,"normalize_encoder_affinity":true,"upsample":"nearest"}"#.to_string(),
+        r#"{"name":"amn","channels":[2,2,2],"mel_pools":[2,1,2],"gru_hidden":2,"encoder_affinity":"exp_normalized","upsample":"nearest"}"#.to_string(),
         r#"{"name":"atp_sedb","blocks":[{"channels":2,"pool":{"time":2,"mel":2}},{"channels":2}],"df_dims":[3,8],"projection_dim":3}"#.to_string(),
         r#"{"name":"context_attention","local":{"blocks":[{"channels":2,"pool":{"time":1,"mel":2}}],"gru_hidden":2},"global":{"blocks":[{"channels":2,"pool":{"time":2,"mel":2}}],"gru_hidden":2},"segment_frames":3,"att_dim":2,"fc_hidden":3,"n_scenes":2}"#.to_string(),
         // Segments longer than some clips: per-clip segment lengths differ.

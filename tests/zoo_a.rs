@@ -18,7 +18,7 @@ use hark::features::FeatureConfig;
 use hark::model::arch::{
     expected_tensors, AmSwitch, AmnConfig, ArchConfig, ClipHead, TwoStepAe, TwoStepAeConfig,
 };
-use hark::model::layers::Upsample;
+use hark::model::layers::{EncoderAffinity, Upsample};
 use hark::model::meta::FORMAT_VERSION;
 use hark::model::{Model, ModelMeta, Scorer};
 
@@ -234,6 +234,18 @@ fn arch_json_of_both_architectures() {
     assert_eq!(
         (c.tau, c.encoder_am.half, c.upsample),
         (0.5, false, Upsample::Nearest)
+    );
+    assert_eq!(c.encoder_affinity, EncoderAffinity::Softmax);
+    let a: ArchConfig =
+        serde_json::from_str(r#"{"name":"amn","encoder_affinity":"exp_normalized"}"#).unwrap();
+    let ArchConfig::Amn(c) = a else { panic!() };
+    assert_eq!(c.encoder_affinity, EncoderAffinity::ExpNormalized);
+    let e = serde_json::from_str::<ArchConfig>(r#"{"name":"amn","encoder_affinity":"expo"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expo") && e.contains("softmax") && e.contains("exp_normalized"),
+        "{e}"
     );
     let a: ArchConfig =
         serde_json::from_str(r#"{"name":"two_step_ae","head":{"kind":"gwrp","r":0.9}}"#).unwrap();

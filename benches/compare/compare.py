@@ -72,6 +72,7 @@ def build_twin(meta):
         za.AMN_CHANNELS, za.AMN_MEL_POOLS = arch["channels"], arch["mel_pools"]
         za.AMN_GRU, za.AMN_TAU, za.AMN_MELS = arch["gru_hidden"], arch["tau"], n_mels
         za.SLOPE, za.LP_P, za.CLASSES = arch["leaky_slope"], arch["lp_p"], classes
+        za.AMN_ENCODER_AFFINITY = arch.get("encoder_affinity", "softmax")
         return za.AmnTwin(), za.hark_name
     if name == "two_step_ae":
         assert arch["head"]["kind"] == "two_step" and not arch["final_relu"]
@@ -178,6 +179,7 @@ def train_step(reps, res):
     gm.LP_P, gm.SLOPE = 4.0, 0.1
     za.AMN_CHANNELS, za.AMN_MEL_POOLS, za.AMN_GRU = [32, 128, 128], [4, 4, 4], 128
     za.AMN_TAU, za.AMN_MELS, za.CLASSES, za.SLOPE, za.LP_P = 1.0, nm, classes, 0.1, 4.0
+    za.AMN_ENCODER_AFFINITY = "softmax"
     x = torch.stack([torch.sin(torch.arange(t * nm, dtype=torch.float32) * (k + 1) * 1e-3)
                      .reshape(t, nm) for k in range(b)])
     weak = torch.zeros(b, c)

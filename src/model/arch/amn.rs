@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuxOutputs, SedNet, SedOutput};
 use crate::model::layers::{
-    linear_softmax_pool_masked, mix_decoder, mix_encoder, Affinity, BiGru, ConvBlock, LpPool2d,
-    TimeMask, Upsample,
+    linear_softmax_pool_masked, mix_decoder, mix_encoder, Affinity, BiGru, ConvBlock,
+    EncoderAffinity, LpPool2d, TimeMask, Upsample,
 };
 use crate::model::ModelError;
 
@@ -75,9 +75,9 @@ pub struct AmnConfig {
     pub encoder_affinity_grad: bool,
     /// Gradient through the affinity where the decoder mixes (Table 7).
     pub decoder_affinity_grad: bool,
-    /// Divide each row of the encoder's `Ã = mean_c exp(A)` by its sum (off: eq. 4 as
-    /// printed, whose rows sum to about `t`).
-    pub normalize_encoder_affinity: bool,
+    /// How the encoder forms `Ã` from the per-class affinities (eq. 4): `softmax`
+    /// (class mean of `A`, the default), `exp` (as printed) or `exp_normalized`.
+    pub encoder_affinity: EncoderAffinity,
     /// Up-sampling of the frame scores back to the input frame rate.
     pub upsample: Upsample,
 }
@@ -99,7 +99,7 @@ impl Default for AmnConfig {
             decoder_am: AmSwitch::BOTH,
             encoder_affinity_grad: true,
             decoder_affinity_grad: true,
-            normalize_encoder_affinity: false,
+            encoder_affinity: EncoderAffinity::Softmax,
             upsample: Upsample::Linear,
         }
     }
@@ -173,7 +173,7 @@ impl AmnConfig {
         };
         format!(
             "amn: BN→conv{k}×{k}→LeakyReLU({}) blocks 1→{}→{}→{}, LP p = {} pools (2,{}) (2,{}) (1,{}); \
-             BiGRU 2×{}; affinity mixup τ = {} encoder {}{} decoder {}{}; {:?} up-sampling; \
+             BiGRU 2×{}; affinity mixup τ = {} encoder {}{} (Ã {}) decoder {}{}; {:?} up-sampling; \
              linear-softmax clip pooling",
             self.leaky_slope,
             self.channels[0],
@@ -187,6 +187,7 @@ impl AmnConfig {
             self.tau,
             on(self.encoder_am),
             if self.encoder_affinity_grad { "" } else { " (no grad)" },
+            self.encoder_affinity.name(),
             on(self.decoder_am),
             if self.decoder_affinity_grad { "" } else { " (no grad)" },
             self.upsample,
@@ -271,7 +272,7 @@ impl Amn {
             (true, Some(a)) => mix_encoder(
                 a,
                 &x,
-                self.cfg.normalize_encoder_affinity,
+                self.cfg.encoder_affinity,
                 !self.cfg.encoder_affinity_grad,
                 mask,
             ),
@@ -443,9 +444,13 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        for (normalize, up) in [(false, Upsample::Linear), (true, Upsample::Nearest)] {
+        for (kind, up) in [
+            (EncoderAffinity::Softmax, Upsample::Linear),
+            (EncoderAffinity::Exp, Upsample::Nearest),
+            (EncoderAffinity::ExpNormalized, Upsample::Linear),
+        ] {
             let cfg = AmnConfig {
-                normalize_encoder_affinity: normalize,
+                encoder_affinity: kind,
                 upsample: up,
                 ..tiny()
             };

@@ -5,15 +5,25 @@
 //! ```text
 //! X (B,b,t,f) → X̃ = W X (1×1 conv, b→c) → D[c,i,j] = Σ_f (X̃[c,i,f] − X̃[c,j,f])²
 //! A = softmax_j(−D / (τ √f))                                   (B, c, t, t)   eq. 3
-//! encoder: Ã = mean_c exp(A_c) (each row optionally normalised); X′ ← Ã X′   eq. 4
+//! encoder: Ã = mean_c A_c (rows sum to 1, Ã ∈ [0, 1]);  X′ ← Ã X′          eq. 4
 //! decoder: Z̃[:, k] = A_k Z′[:, k] for every class k
 //! ```
+//!
+//! Eq. 4 is printed as `Ã = mean_c exp(A_c)` with `Ã ∈ [0, 1]`, which cannot both
+//! hold for the `A` of eq. 3: `exp` of a softmax lies in `[1, e]`, so every row of `Ã`
+//! sums to about `t` and `Ã X′` is dominated by the clip's sum over time, the same for
+//! every frame. Read with `A` as a log-softmax (as PyTorch code often keeps it),
+//! `exp(A)` is the softmax and `Ã` is the class mean of the affinities, in `[0, 1]`
+//! with unit rows. hark uses that reading by default ([`EncoderAffinity::Softmax`])
+//! and keeps the printed one ([`EncoderAffinity::Exp`], optionally row-normalised) for
+//! the ablation that compares them.
 //!
 //! Gradients flow through `A` unless the mixing is told to detach it (the paper's
 //! Table 7 ablation, where event-F1 collapses without them).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 
 use super::conv::{Conv2d, Conv2dGeometry};
 use super::mask::TimeMask;
@@ -66,25 +76,55 @@ impl Affinity {
     }
 }
 
-/// Mixes an encoder feature `x (B, b', t, f')` with the class-averaged affinity
-/// `Ã = mean_c exp(A_c)` of `a (B, c, t, t)` (eq. 4): `x'[·, i] = Σ_j Ã[i, j] x[·, j]`
-/// for every channel. With `normalize`, each row of `Ã` is divided by its sum (the
-/// paper states `Ã ∈ [0, 1]`, which eq. 4 alone does not give). With `detach`, no
-/// gradient flows into `a`. `mask` describes the time axis (padded frames `j` get
-/// weight 0 in `Ã`, and padded rows of the output are zero).
+/// How the encoder turns the per-class affinities `A (B, c, t, t)` into the one
+/// time-mixing matrix `Ã (B, t, t)` of eq. 4 (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderAffinity {
+    /// `Ã = mean_c A_c`: in `[0, 1]`, rows sum to 1 (eq. 4 with `A` read as a
+    /// log-softmax).
+    #[default]
+    Softmax,
+    /// `Ã = mean_c exp(A_c)`, eq. 4 as printed: rows sum to about `t`.
+    Exp,
+    /// `mean_c exp(A_c)` with each row divided by its sum.
+    ExpNormalized,
+}
+
+impl EncoderAffinity {
+    /// The name used in config and model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderAffinity::Softmax => "softmax",
+            EncoderAffinity::Exp => "exp",
+            EncoderAffinity::ExpNormalized => "exp_normalized",
+        }
+    }
+}
+
+/// Mixes an encoder feature `x (B, b', t, f')` with the class-averaged affinity `Ã`
+/// of `a (B, c, t, t)` (eq. 4, formed as `kind` says): `x'[·, i] = Σ_j Ã[i, j] x[·, j]`
+/// for every channel. With `detach`, no gradient flows into `a`. `mask` describes the
+/// time axis (padded frames `j` get weight 0 in `Ã`, and padded rows of the output are
+/// zero).
 pub fn mix_encoder(
     a: &Tensor,
     x: &Tensor,
-    normalize: bool,
+    kind: EncoderAffinity,
     detach: bool,
     mask: &TimeMask,
 ) -> Result<Tensor> {
     let a = if detach { a.detach() } else { a.clone() };
-    // exp(0) = 1: the masked columns must be zeroed after the exponential.
-    let mut at = mask.zero(&a.exp()?.mean(1)?, 2)?; // (B, t, t)
-    if normalize {
-        at = at.broadcast_div(&at.sum_keepdim(2)?)?;
-    }
+    let at = match kind {
+        // A from `Affinity::forward_masked` is already 0 at padded columns.
+        EncoderAffinity::Softmax => mask.zero(&a.mean(1)?, 2)?,
+        // exp(0) = 1: the masked columns must be zeroed after the exponential.
+        EncoderAffinity::Exp => mask.zero(&a.exp()?.mean(1)?, 2)?,
+        EncoderAffinity::ExpNormalized => {
+            let at = mask.zero(&a.exp()?.mean(1)?, 2)?;
+            at.broadcast_div(&at.sum_keepdim(2)?)?
+        }
+    }; // (B, t, t)
     let (b, c, t, f) = x.dims4()?;
     if at.dims() != [b, t, t] {
         candle_core::bail!(
@@ -129,6 +169,12 @@ mod tests {
     use candle_core::D;
     use candle_core::{DType, Device, Var};
     use candle_nn::VarMap;
+
+    const ALL_KINDS: [EncoderAffinity; 3] = [
+        EncoderAffinity::Softmax,
+        EncoderAffinity::Exp,
+        EncoderAffinity::ExpNormalized,
+    ];
 
     fn full(b: usize, t: usize) -> TimeMask {
         TimeMask::full(b, t, DType::F64, &Device::Cpu)
@@ -176,18 +222,29 @@ mod tests {
         let av: Vec<Vec<Vec<f64>>> = a.squeeze(0).unwrap().to_vec3().unwrap();
         let x = gradcheck::rand_tensor(&[1, 2, 3, 2], 5);
         let xv: Vec<Vec<Vec<f64>>> = x.squeeze(0).unwrap().to_vec3().unwrap();
-        for normalize in [false, true] {
-            let y: Vec<Vec<Vec<f64>>> = mix_encoder(&a, &x, normalize, false, &full(1, 3))
+        for kind in ALL_KINDS {
+            let y: Vec<Vec<Vec<f64>>> = mix_encoder(&a, &x, kind, false, &full(1, 3))
                 .unwrap()
                 .squeeze(0)
                 .unwrap()
                 .to_vec3()
                 .unwrap();
             for i in 0..3 {
+                let g = |v: f64| {
+                    if kind == EncoderAffinity::Softmax {
+                        v
+                    } else {
+                        v.exp()
+                    }
+                };
                 let at: Vec<f64> = (0..3)
-                    .map(|j| (av[0][i][j].exp() + av[1][i][j].exp()) / 2.0)
+                    .map(|j| (g(av[0][i][j]) + g(av[1][i][j])) / 2.0)
                     .collect();
-                let s: f64 = if normalize { at.iter().sum() } else { 1.0 };
+                let s: f64 = if kind == EncoderAffinity::ExpNormalized {
+                    at.iter().sum()
+                } else {
+                    1.0
+                };
                 for c in 0..2 {
                     for f in 0..2 {
                         let want: f64 = (0..3).map(|j| at[j] / s * xv[c][j][f]).sum();
@@ -220,13 +277,13 @@ mod tests {
         let x = Var::from_tensor(&gradcheck::rand_tensor(&[2, 2, 4, 3], 1)).unwrap();
         let xe = Var::from_tensor(&gradcheck::rand_tensor(&[2, 3, 4, 2], 2)).unwrap();
         let z = Var::from_tensor(&gradcheck::rand_tensor(&[2, 4, 2], 3)).unwrap();
-        for normalize in [false, true] {
+        for kind in ALL_KINDS {
             gradcheck::check(
                 &map,
                 &[("x", &x), ("xe", &xe), ("z", &z)],
                 || {
                     let a = aff.forward(x.as_tensor())?;
-                    let e = mix_encoder(&a, xe.as_tensor(), normalize, false, &full(2, 4))?;
+                    let e = mix_encoder(&a, xe.as_tensor(), kind, false, &full(2, 4))?;
                     let d = mix_decoder(&a, z.as_tensor(), false, &full(2, 4))?;
                     Tensor::cat(&[e.flatten_all()?, d.flatten_all()?], 0)
                 },
@@ -285,22 +342,16 @@ mod tests {
         .unwrap();
         let xe = gradcheck::rand_tensor(&[2, 3, 4, 2], 2);
         let z = gradcheck::rand_tensor(&[2, 4, 2], 3);
-        for normalize in [false, true] {
+        for kind in ALL_KINDS {
             let a = aff.forward_masked(x.as_tensor(), &mask).unwrap();
-            let e = mix_encoder(&a, &xe, normalize, false, &mask).unwrap();
+            let e = mix_encoder(&a, &xe, kind, false, &mask).unwrap();
             let d = mix_decoder(&a, &z, false, &mask).unwrap();
             for (b, &l) in lengths.iter().enumerate() {
                 let one = full(1, l);
                 let ab = aff
                     .forward(&gradcheck::valid_row(x.as_tensor(), b, 2, l))
                     .unwrap();
-                let we = mix_encoder(
-                    &ab,
-                    &gradcheck::valid_row(&xe, b, 2, l),
-                    normalize,
-                    false,
-                    &one,
-                );
+                let we = mix_encoder(&ab, &gradcheck::valid_row(&xe, b, 2, l), kind, false, &one);
                 let wd = mix_decoder(&ab, &gradcheck::valid_row(&z, b, 1, l), false, &one);
                 let row = |t: &Tensor, dim| gradcheck::valid_row(t, b, dim, l);
                 gradcheck::assert_close(&row(&e, 2), &we.unwrap(), 1e-12, "encoder mix");
@@ -313,7 +364,7 @@ mod tests {
                 &lengths,
                 || {
                     let a = aff.forward_masked(x.as_tensor(), &mask)?;
-                    let e = mix_encoder(&a, &xe, normalize, false, &mask)?;
+                    let e = mix_encoder(&a, &xe, kind, false, &mask)?;
                     let d = mix_decoder(&a, &z, false, &mask)?;
                     Tensor::cat(&[e.flatten_all()?, d.flatten_all()?], 0)
                 },

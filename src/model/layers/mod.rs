@@ -33,7 +33,7 @@ pub mod pool;
 pub mod vgg;
 
 pub use activation::LeakyRelu;
-pub use affinity_mixup::{mix_decoder, mix_encoder, Affinity};
+pub use affinity_mixup::{mix_decoder, mix_encoder, Affinity, EncoderAffinity};
 pub use atp::{AtpHead, AtpOutput};
 pub use batch_norm::BatchNorm;
 pub use context_attention::{AdditiveAttention, AttentionOutput};
