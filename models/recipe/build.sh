@@ -4,11 +4,12 @@
 #   models/recipe/fetch.sh && models/recipe/build.sh
 #
 # Steps (each skipped when its output exists, so an interrupted build resumes):
-#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml) into $HARK_DATA,
-#      and the demo clip models/demo.wav (synth-demo.toml)
+#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml, synth-test.toml)
+#      into $HARK_DATA, and the demo clip models/demo.wav (synth-demo.toml)
 #   2. training:    hark train train.toml (--resume continues an interrupted run)
 #   3. tuning:      hark tune on the validation soundscapes (per-class post-processing)
-#   4. evaluation:  hark detect + hark eval on the validation soundscapes → metrics
+#   4. evaluation:  hark detect + hark eval on the validation soundscapes (tuned on) and
+#      on the test soundscapes (not tuned on) → metrics in results/
 # The model is written to models/hark-crnn-s11.safetensors; the checkpoints and
 # training log stay in $HARK_DATA/run. HARK=path/to/hark picks the binary
 # (default: target/release/hark, built with cargo build --release --locked).
@@ -31,7 +32,7 @@ if [[ ! -s "$repo/models/demo.wav" ]]; then
   cp "$cache/demo/audio/soundscape_0000.wav" "$repo/models/demo.wav"
   { head -n1 "$cache/demo/strong.tsv"; tail -n +2 "$cache/demo/strong.tsv" | sed 's/^soundscape_0000.wav/demo.wav/' | sort -t$'\t' -k2,2g; } > "$repo/models/demo.tsv"
 fi
-for split in train validation; do
+for split in train validation test; do
   out="$cache/soundscapes/$split"
   if [[ ! -s "$out/summary.json" ]]; then
     sed "s|@DATA@|$cache|g" "$here/synth-$split.toml" > "$cache/synth-$split.toml"
@@ -49,11 +50,14 @@ resume=()
 val="$cache/soundscapes/validation"
 "$hark" tune "$run_model" --audio "$val/audio" --strong "$val/strong.tsv" --cache "$cache/features"
 cp "$run_model" "$repo/models/$name.safetensors"
-rm -rf "$cache/run/scores"
-"$hark" detect -m "$repo/models/$name.safetensors" "$val"/audio/*.wav \
-  --scores "$cache/run/scores" -o "$cache/run/validation-detections.tsv"
 mkdir -p "$here/results"
-python3 "$here/merge_overlaps.py" "$val/strong.tsv" "$cache/run/validation-merged.tsv"
-"$hark" eval --reference "$cache/run/validation-merged.tsv" --estimate "$cache/run/validation-detections.tsv" \
-  --scores "$cache/run/scores" --json > "$here/results/$name.validation.json"
-echo "build.sh: models/$name.safetensors written; metrics in models/recipe/results/$name.validation.json" >&2
+for split in validation test; do
+  dir="$cache/soundscapes/$split"
+  rm -rf "$cache/run/scores-$split"
+  "$hark" detect -m "$repo/models/$name.safetensors" "$dir"/audio/*.wav \
+    --scores "$cache/run/scores-$split" -o "$cache/run/$split-detections.tsv"
+  python3 "$here/merge_overlaps.py" "$dir/strong.tsv" "$cache/run/$split-merged.tsv"
+  "$hark" eval --reference "$cache/run/$split-merged.tsv" --estimate "$cache/run/$split-detections.tsv" \
+    --scores "$cache/run/scores-$split" --json > "$here/results/$name.$split.json"
+done
+echo "build.sh: models/$name.safetensors written; metrics in models/recipe/results/$name.{validation,test}.json" >&2
