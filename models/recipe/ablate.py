@@ -9,7 +9,8 @@ training soundscapes for `budget.epochs` epochs, then its best checkpoint is run
 soundscapes and scored with `hark eval`. A run whose result is already in
 results/ablations.jsonl is skipped, and an interrupted run resumes from its checkpoint,
 so the script can be stopped and started again at any time. `--table` only prints the
-markdown table of the results (mean ± spread over seeds).
+markdown table of the results (mean ± spread over seeds); `--card` writes it, with the
+count of finished runs, into models/README.md between its `ablations:table` markers.
 """
 import argparse
 import json
@@ -18,6 +19,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import tomllib
 
@@ -132,6 +134,8 @@ def main():
     ap.add_argument("--only", help="run only this group")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
+    ap.add_argument("--card", action="store_true",
+                    help="write the results table into models/README.md and exit")
     ap.add_argument("--check", action="store_true",
                     help="write every run's config and check it with `hark train --check`; train nothing")
     a = ap.parse_args()
@@ -139,6 +143,9 @@ def main():
         spec = tomllib.load(f)
     if a.table:
         print(table(spec))
+        return
+    if a.card:
+        write_card(spec)
         return
     cache = os.environ.get("HARK_DATA", os.path.expanduser("~/.cache/hark-data"))
     hark = os.environ.get("HARK", os.path.join(REPO, "target", "release", "hark"))
@@ -211,12 +218,48 @@ def main():
             with open(os.path.join(d, "eval.json"), "w") as f:
                 f.write(rep.stdout)
             row = {"group": v["group"], "name": v["name"], "seed": seed,
-                   "train_s": round(train_s, 1), **metrics(report)}
+                   "train_s": round(training_seconds(model, train_s), 1), **metrics(report)}
             with open(RESULTS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
     if not a.check:
         print(table(spec))
+
+
+def training_seconds(model, wall_s):
+    """The run's training time: the sum of its epochs' times from the trainer's history
+    (`<model>.train.json`, kept across resumed sessions), or `wall_s` without one."""
+    hist = os.path.splitext(model)[0] + ".train.json"
+    try:
+        with open(hist) as f:
+            return sum(e["time_s"] for e in json.load(f))
+    except (OSError, ValueError, KeyError, TypeError):
+        return wall_s
+
+
+CARD = os.path.join(REPO, "models", "README.md")
+BEGIN, END = "<!-- ablations:table -->", "<!-- /ablations:table -->"
+
+
+def write_card(spec):
+    """Replaces the model card's text between BEGIN and END with the status line and
+    the results table."""
+    with open(CARD) as f:
+        card = f.read()
+    if card.count(BEGIN) != 1 or card.count(END) != 1 or card.index(BEGIN) > card.index(END):
+        sys.exit(f"ablate.py: {CARD} needs one {BEGIN} line followed by one {END} line")
+    done = len(done_runs())
+    total = len(spec["variant"]) * len(spec["budget"]["seeds"])
+    status = (f"**Status: {done} of {total} runs done** "
+              f"({len(spec['variant'])} variants × seeds {spec['budget']['seeds']}). "
+              "The others show \"not run\"; the same command continues them. Train time is "
+              "the mean of the runs' summed epoch times on the shared machine (one thread).")
+    body = textwrap.fill(status, width=86, break_on_hyphens=False) + "\n\n" + table(spec)
+    head, rest = card.split(BEGIN)
+    _, tail = rest.split(END)
+    with open(CARD, "w") as f:
+        f.write(head + BEGIN + "\n" + body + "\n" + END + tail)
+    print(f"ablate.py: {done} of {total} runs in {CARD}")
 
 
 def table(spec):
