@@ -361,40 +361,59 @@ pub(crate) fn max_pool(x: &Tensor, k: (usize, usize)) -> Result<Tensor> {
 pub(crate) fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
     let (b, c, t, f) = x.dims4()?;
     let mut out = vec![0f32; b * c * t * f];
-    if !out.is_empty() {
-        with_f32(x, |xs| {
-            let plane = |(p, dst): (usize, &mut [f32])| {
-                let src = &xs[p * t * f..(p + 1) * t * f];
-                // Row sums of three columns, then three rows.
-                let mut rows = vec![0f32; t * f];
-                for (srow, rrow) in src.chunks_exact(f).zip(rows.chunks_exact_mut(f)) {
-                    for j in 0..f {
-                        let l = if j > 0 { srow[j - 1] } else { 0.0 };
-                        let r = if j + 1 < f { srow[j + 1] } else { 0.0 };
-                        rrow[j] = l + srow[j] + r;
-                    }
-                }
-                for i in 0..t {
-                    for j in 0..f {
-                        let u = if i > 0 { rows[(i - 1) * f + j] } else { 0.0 };
-                        let d = if i + 1 < t {
-                            rows[(i + 1) * f + j]
-                        } else {
-                            0.0
-                        };
-                        dst[i * f + j] = (u + rows[i * f + j] + d) / 9.0;
-                    }
-                }
-            };
-            if xs.len() >= PAR_MIN {
-                out.par_chunks_mut(t * f).enumerate().for_each(plane);
-            } else {
-                out.chunks_mut(t * f).enumerate().for_each(plane);
-            }
-            Ok(())
-        })?;
-    }
+    with_f32(x, |xs| {
+        avg_pool3_planes(xs, &mut out, t, f);
+        Ok(())
+    })?;
     Tensor::from_vec(out, (b, c, t, f), x.device())
+}
+
+/// [`avg_pool3_same`] on raw `(T, F)` planes: `xs` and `out` hold the same number of
+/// planes of `t·f` values. The operation is its own adjoint (the kernel is symmetric
+/// and the divisor fixed), so the same pass is the backward of the training path.
+pub(crate) fn avg_pool3_planes<T: candle_core::WithDType>(
+    xs: &[T],
+    out: &mut [T],
+    t: usize,
+    f: usize,
+) {
+    if out.is_empty() || t * f == 0 {
+        return;
+    }
+    let nine = T::from_f64(9.0);
+    let plane = |(src, dst): (&[T], &mut [T])| {
+        // Row sums of three columns, then three rows.
+        let mut rows = vec![T::zero(); t * f];
+        for (srow, rrow) in src.chunks_exact(f).zip(rows.chunks_exact_mut(f)) {
+            for j in 0..f {
+                let l = if j > 0 { srow[j - 1] } else { T::zero() };
+                let r = if j + 1 < f { srow[j + 1] } else { T::zero() };
+                rrow[j] = l + srow[j] + r;
+            }
+        }
+        for i in 0..t {
+            for j in 0..f {
+                let u = if i > 0 {
+                    rows[(i - 1) * f + j]
+                } else {
+                    T::zero()
+                };
+                let d = if i + 1 < t {
+                    rows[(i + 1) * f + j]
+                } else {
+                    T::zero()
+                };
+                dst[i * f + j] = (u + rows[i * f + j] + d) / nine;
+            }
+        }
+    };
+    if xs.len() >= PAR_MIN {
+        xs.par_chunks(t * f)
+            .zip(out.par_chunks_mut(t * f))
+            .for_each(plane);
+    } else {
+        xs.chunks(t * f).zip(out.chunks_mut(t * f)).for_each(plane);
+    }
 }
 
 #[cfg(test)]

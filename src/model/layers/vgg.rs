@@ -3,28 +3,72 @@
 //! time and mel sizes.
 //!
 //! candle's `avg_pool2d` backward errors when kernel ≠ stride, so the 3×3 stride-1
-//! average pool is written as padded shifted sums ([`avg_pool3_same`]), whose backward
-//! is exact (gradient-checked).
+//! average pool ([`avg_pool3_same`]) is its own candle operation: one separable pass
+//! forward, and the same pass backward, since the pool is self-adjoint (a symmetric
+//! kernel with a fixed divisor). Built from padded shifted sums instead, its backward
+//! allocated a zero tensor the size of the padded input for each of the six shifted
+//! views and two pads, on 2APAE's full-resolution feature maps.
 
-use candle_core::{Result, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::ConvBnRelu;
+use super::fast::{avg_pool3_planes, storage_slice, with_slice};
 use super::mask::TimeMask;
 
 /// PyTorch `AvgPool2d(3, stride=1, padding=1)` (`count_include_pad=True`) of
 /// `(B, C, T, F)`: the sum of each zero-padded 3×3 neighbourhood divided by 9, computed
-/// separably (three shifted sums along time, then three along mel).
+/// separably (three shifted sums along mel, then three along time). Differentiable.
 pub fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
-    let (_, _, t, f) = x.dims4()?;
+    x.dims4()?;
     if super::fast::eval_ready(x, &[]) {
         return super::fast::avg_pool3_same(x);
     }
-    let xp = x.pad_with_zeros(2, 1, 1)?;
-    let rows = (xp.narrow(2, 0, t)? + xp.narrow(2, 1, t)?)?.add(&xp.narrow(2, 2, t)?)?;
-    let rp = rows.pad_with_zeros(3, 1, 1)?;
-    let s = (rp.narrow(3, 0, f)? + rp.narrow(3, 1, f)?)?.add(&rp.narrow(3, 2, f)?)?;
-    s / 9.0
+    x.contiguous()?.apply_op1(AvgPool3Same)
+}
+
+/// The 3×3 stride-1 average pool as a candle operation (f32 and f64).
+#[derive(Debug, Clone, Copy)]
+struct AvgPool3Same;
+
+impl AvgPool3Same {
+    fn pooled<T: candle_core::WithDType>(xs: &[T], shape: &Shape) -> Result<Vec<T>> {
+        let (_, _, t, f) = shape.dims4()?;
+        let mut out = vec![T::zero(); xs.len()];
+        avg_pool3_planes(xs, &mut out, t, f);
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for AvgPool3Same {
+    fn name(&self) -> &'static str {
+        "avg_pool3_same"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let what = "avg_pool3_same: input";
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(Self::pooled(storage_slice(s, l, what)?, l.shape())?),
+            DType::F64 => CpuStorage::F64(Self::pooled(storage_slice(s, l, what)?, l.shape())?),
+            d => candle_core::bail!("avg_pool3_same: unsupported dtype {d:?}"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // Self-adjoint: the input gradient is the pool of the output gradient.
+        let dx = match arg.dtype() {
+            DType::F32 => with_slice::<f32, _>(grad, |g| {
+                Tensor::from_vec(Self::pooled(g, arg.shape())?, arg.shape(), arg.device())
+            })?,
+            DType::F64 => with_slice::<f64, _>(grad, |g| {
+                Tensor::from_vec(Self::pooled(g, arg.shape())?, arg.shape(), arg.device())
+            })?,
+            d => candle_core::bail!("avg_pool3_same: unsupported dtype {d:?}"),
+        };
+        Ok(Some(dx))
+    }
 }
 
 /// One VGG block: two [`ConvBnRelu`] units (3×3, stride 1, same padding, no conv bias;
@@ -156,6 +200,29 @@ mod tests {
             || avg_pool3_same(x.as_tensor()),
             1e-6,
         );
+    }
+
+    #[test]
+    fn training_and_inference_paths_agree_on_strided_and_thin_inputs() {
+        for dims in [[2, 3, 5, 4], [1, 2, 1, 6], [1, 1, 7, 1]] {
+            let x = gradcheck::rand_tensor(&dims, 7)
+                .to_dtype(DType::F32)
+                .unwrap();
+            // A strided view: the same values through a double transpose.
+            let xs = x.transpose(2, 3).unwrap().contiguous().unwrap();
+            let xs = xs.transpose(2, 3).unwrap();
+            assert!(dims[2] == 1 || dims[3] == 1 || !xs.is_contiguous());
+            let eval = avg_pool3_same(&xs).unwrap();
+            let v = Var::from_tensor(&xs).unwrap();
+            let train = avg_pool3_same(v.as_tensor()).unwrap();
+            assert!(
+                train.track_op(),
+                "{dims:?}: the training path must record the op"
+            );
+            gradcheck::assert_close(&eval, &train, 0.0, "avg pool paths");
+            let grads = train.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(v.as_tensor()).unwrap().dims(), &dims);
+        }
     }
 
     #[test]
