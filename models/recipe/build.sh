@@ -4,8 +4,9 @@
 #   models/recipe/fetch.sh && models/recipe/build.sh
 #
 # Steps (each skipped when its output exists, so an interrupted build resumes):
-#   1. soundscapes: hark synth (synth-train.toml, synth-validation.toml, synth-test.toml)
-#      into $HARK_DATA, and the demo clip models/demo.wav (synth-demo.toml)
+#   1. soundscapes: hark synth (synth-train.toml; synth-validation.toml, and again with
+#      --seed 3 for the test split) into $HARK_DATA, and the demo clip models/demo.wav
+#      (synth-demo.toml)
 #   2. training:    hark train train.toml (--resume continues an interrupted run)
 #   3. tuning:      hark tune on the validation soundscapes (per-class post-processing)
 #   4. evaluation:  hark detect + hark eval on the validation soundscapes (tuned on) and
@@ -32,12 +33,16 @@ if [[ ! -s "$repo/models/demo.wav" ]]; then
   cp "$cache/demo/audio/soundscape_0000.wav" "$repo/models/demo.wav"
   { head -n1 "$cache/demo/strong.tsv"; tail -n +2 "$cache/demo/strong.tsv" | sed 's/^soundscape_0000.wav/demo.wav/' | sort -t$'\t' -k2,2g; } > "$repo/models/demo.tsv"
 fi
+# The test split is the validation config with another mixing seed: the same held-out
+# source files, new mixtures, and nothing is tuned on it.
 for split in train validation test; do
   out="$cache/soundscapes/$split"
   if [[ ! -s "$out/summary.json" ]]; then
-    sed "s|@DATA@|$cache|g" "$here/synth-$split.toml" > "$cache/synth-$split.toml"
+    conf=$split seed=()
+    [[ $split == test ]] && conf=validation seed=(--seed 3)
+    sed "s|@DATA@|$cache|g" "$here/synth-$conf.toml" > "$cache/synth-$conf.toml"
     rm -rf "$out"
-    "$hark" synth --config "$cache/synth-$split.toml" "$out"
+    "$hark" synth --config "$cache/synth-$conf.toml" "${seed[@]}" "$out"
   fi
 done
 
