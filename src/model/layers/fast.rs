@@ -7,7 +7,8 @@
 //!   only, so the zero padding stays zero, as in the unfused network), and a
 //!   per-channel scale/shift (a folded batch norm *after* the convolution, or a bias)
 //!   and the activation fused into one pass over the output.
-//! - [`lp_pool`], [`max_pool`], [`avg_pool3_same`]: one pass over the input each.
+//! - [`lp_pool`], [`max_pool`], [`avg_pool3_planes`]: one pass over the input each
+//!   (the last is also the training path's forward and backward, see `vgg`).
 //!
 //! Inputs are read in place from the tensor's storage; each kernel allocates only
 //! its output (and, for the convolution, the im2col matrix). Work is split across
@@ -357,19 +358,8 @@ pub(crate) fn max_pool(x: &Tensor, k: (usize, usize)) -> Result<Tensor> {
 }
 
 /// 3×3 average pooling, stride 1, zero padding 1, divisor 9 (PyTorch's
-/// `avg_pool2d(x, 3, 1, 1)` with `count_include_pad`): `(B, C, T, F)` → same shape.
-pub(crate) fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
-    let (b, c, t, f) = x.dims4()?;
-    let mut out = vec![0f32; b * c * t * f];
-    with_f32(x, |xs| {
-        avg_pool3_planes(xs, &mut out, t, f);
-        Ok(())
-    })?;
-    Tensor::from_vec(out, (b, c, t, f), x.device())
-}
-
-/// [`avg_pool3_same`] on raw `(T, F)` planes: `xs` and `out` hold the same number of
-/// planes of `t·f` values. The operation is its own adjoint (the kernel is symmetric
+/// `avg_pool2d(x, 3, 1, 1)` with `count_include_pad`) of raw `(T, F)` planes: `xs` and
+/// `out` hold the same number of planes of `t·f` values. The operation is its own adjoint (the kernel is symmetric
 /// and the divisor fixed), so the same pass is the backward of the training path.
 pub(crate) fn avg_pool3_planes<T: candle_core::WithDType>(
     xs: &[T],
@@ -534,7 +524,7 @@ mod tests {
             .max_pool2d((2, 3))
             .unwrap();
         assert!(max_diff(&got, &want) < 1e-7);
-        let got = avg_pool3_same(&x).unwrap();
+        let got = crate::model::layers::avg_pool3_same(&x).unwrap();
         let want = x
             .pad_with_zeros(2, 1, 1)
             .unwrap()

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::ConvBnRelu;
-use super::fast::{avg_pool3_planes, storage_slice, with_slice};
+use super::fast::{avg_pool3_planes, storage_slice};
 use super::mask::TimeMask;
 
 /// PyTorch `AvgPool2d(3, stride=1, padding=1)` (`count_include_pad=True`) of
@@ -22,9 +22,7 @@ use super::mask::TimeMask;
 /// separably (three shifted sums along mel, then three along time). Differentiable.
 pub fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
     x.dims4()?;
-    if super::fast::eval_ready(x, &[]) {
-        return super::fast::avg_pool3_same(x);
-    }
+    // One operation for inference and training: without gradients it records nothing.
     x.contiguous()?.apply_op1(AvgPool3Same)
 }
 
@@ -56,18 +54,9 @@ impl CustomOp1 for AvgPool3Same {
         Ok((out, l.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // Self-adjoint: the input gradient is the pool of the output gradient.
-        let dx = match arg.dtype() {
-            DType::F32 => with_slice::<f32, _>(grad, |g| {
-                Tensor::from_vec(Self::pooled(g, arg.shape())?, arg.shape(), arg.device())
-            })?,
-            DType::F64 => with_slice::<f64, _>(grad, |g| {
-                Tensor::from_vec(Self::pooled(g, arg.shape())?, arg.shape(), arg.device())
-            })?,
-            d => candle_core::bail!("avg_pool3_same: unsupported dtype {d:?}"),
-        };
-        Ok(Some(dx))
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
     }
 }
 
