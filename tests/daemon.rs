@@ -241,17 +241,13 @@ fn socket_clients_get_hello_then_events_and_sigterm_closes_every_event() {
         .contains("speech_chime_16k.wav"));
     // Let ~2.5 s of the 5.2 s clip play in real time, then stop the daemon.
     std::thread::sleep(Duration::from_millis(2500));
-    let t_kill = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(5));
+    // (How fast it stops is read from the stream's time below, not from a wall clock
+    // that a busy CI machine stretches; the limit here only catches a hang.)
+    let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}");
-    assert!(
-        t_kill.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t_kill.elapsed()
-    );
     assert!(!sock.exists(), "socket not removed");
     let lines = json_lines(&rest);
     let spans = spans_of(&lines);
