@@ -10,7 +10,8 @@ soundscapes and scored with `hark eval`. A run whose result is already in
 results/ablations.jsonl is skipped, and an interrupted run resumes from its checkpoint,
 so the script can be stopped and started again at any time. `--table` only prints the
 markdown table of the results (mean ± spread over seeds); `--card` writes it, with the
-count of finished runs, into models/README.md between its `ablations:table` markers.
+count of finished runs, into models/README.md between its `ablations:table` markers
+(first adding, from each run's saved eval.json, metrics that older result rows lack).
 """
 import argparse
 import json
@@ -126,7 +127,44 @@ def metrics(report):
     }
     if isinstance(report.get("psds1"), (int, float)):
         out["psds1"] = report["psds1"]
+    # Clip-level ROC AUC from the frame scores' clip maxima: threshold-free, and the
+    # metric of paper 003's Tables IV-V.
+    auc = (report.get("clip") or {}).get("roc_auc_macro")
+    if isinstance(auc, (int, float)):
+        out["clip_auc"] = auc
     return out
+
+
+def run_dir(root, group, name, seed):
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return os.path.join(root, "runs", f"{group}--{slug}--s{seed}")
+
+
+def backfill(cache):
+    """Adds metrics that a result row lacks (rows written before `metrics` reported
+    them) from the run's saved `eval.json` in the cache; rows whose run is not in the
+    cache stay as they are. Returns how many rows changed."""
+    if not os.path.exists(RESULTS):
+        return 0
+    with open(RESULTS) as f:
+        rows = [json.loads(l) for l in f if l.strip()]
+    changed = 0
+    for r in rows:
+        ev = os.path.join(run_dir(os.path.join(cache, "ablations"), r["group"], r["name"],
+                                  r["seed"]), "eval.json")
+        if not os.path.exists(ev):
+            continue
+        with open(ev) as f:
+            new = {k: x for k, x in metrics(json.load(f)).items() if k not in r}
+        if new:
+            r.update(new)
+            changed += 1
+    if changed:
+        tmp = RESULTS + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+        os.replace(tmp, RESULTS)
+    return changed
 
 
 def main():
@@ -144,10 +182,13 @@ def main():
     if a.table:
         print(table(spec))
         return
+    cache = os.environ.get("HARK_DATA", os.path.expanduser("~/.cache/hark-data"))
     if a.card:
+        n = backfill(cache)
+        if n:
+            print(f"ablate.py: added missing metrics to {n} rows from their eval.json")
         write_card(spec)
         return
-    cache = os.environ.get("HARK_DATA", os.path.expanduser("~/.cache/hark-data"))
     hark = os.environ.get("HARK", os.path.join(REPO, "target", "release", "hark"))
     budget = spec["budget"]
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else budget["seeds"]
@@ -166,8 +207,7 @@ def main():
         for seed in seeds:
             if (v["name"], seed) in done and not a.check:
                 continue
-            slug = "".join(c if c.isalnum() else "-" for c in v["name"].lower()).strip("-")
-            d = os.path.join(root, "runs", f"{v['group']}--{slug}--s{seed}")
+            d = run_dir(root, v["group"], v["name"], seed)
             os.makedirs(d, exist_ok=True)
             cfg = json.loads(json.dumps(base))
             cfg["name"] = f"ablation-{v['group']}"
@@ -267,13 +307,14 @@ def table(spec):
         return "(no results yet)"
     with open(RESULTS) as f:
         rows = [json.loads(l) for l in f if l.strip()]
-    keys = ["event_f1", "segment_f1", "tagging_f1", "psds1"]
-    out = ["| group | variant | seeds | event-F1 | segment-F1 | tagging F1 | PSDS1 | train time |",
-           "|---|---|---|---|---|---|---|---|"]
+    keys = ["event_f1", "segment_f1", "tagging_f1", "clip_auc", "psds1"]
+    out = ["| group | variant | seeds | event-F1 | segment-F1 | tagging F1 | clip AUC | PSDS1 "
+           "| train time |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for v in spec["variant"]:
         rs = [r for r in rows if r["name"] == v["name"]]
         if not rs:
-            out.append(f"| {v['group']} | {v['name']} | 0 | not run | | | | |")
+            out.append(f"| {v['group']} | {v['name']} | 0 | not run | | | | | |")
             continue
         cells = []
         for k in keys:
