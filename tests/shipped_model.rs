@@ -1,7 +1,8 @@
 //! The shipped default model and demo clip (the README's first command): the model
 //! loads and describes itself, finds every event of `models/demo.wav` (labels and
 //! times against `models/demo.tsv`) without false alarms, and the daemon streams the
-//! same events as `hark detect`.
+//! same events as `hark detect`. The model card's ablation table agrees with the
+//! results file it is generated from.
 
 mod common;
 
@@ -89,4 +90,101 @@ fn the_demo_clip_gives_its_events_and_no_false_alarm() {
     live.sort_by(|a, b| a.1.total_cmp(&b.1));
     let offline: Vec<(String, f64, f64)> = got.into_iter().map(|(_, a, b, l)| (l, a, b)).collect();
     assert_eq!(live, offline);
+}
+
+/// Mean and sample standard deviation (the card's "mean ± spread").
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, v.sqrt())
+}
+
+#[test]
+fn the_ablation_table_of_the_card_matches_the_results_file() {
+    let spec: toml::Table = toml::from_str(
+        &std::fs::read_to_string(repo("models/recipe/ablations/variants.toml")).unwrap(),
+    )
+    .unwrap();
+    let seeds: Vec<i64> = spec["budget"]["seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_integer().unwrap())
+        .collect();
+    let variants: Vec<(String, String)> = spec["variant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("group"), s("name"))
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(repo("models/recipe/results/ablations.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+    // Every row is a variant of the spec at one of its seeds, once, with sane values.
+    let mut seen = std::collections::HashSet::new();
+    for r in &rows {
+        let key = (r["group"].as_str().unwrap(), r["name"].as_str().unwrap());
+        assert!(
+            variants
+                .iter()
+                .any(|(g, n)| (g.as_str(), n.as_str()) == key),
+            "{r}: not a variant"
+        );
+        let seed = r["seed"].as_i64().unwrap();
+        assert!(seeds.contains(&seed), "{r}: seed");
+        assert!(seen.insert((key, seed)), "{r}: twice");
+        assert!(r["train_s"].as_f64().unwrap() > 0.0, "{r}");
+        for k in ["event_f1", "segment_f1", "tagging_f1", "psds1", "clip_auc"] {
+            let x = r[k].as_f64().unwrap_or_else(|| panic!("{r}: no {k}"));
+            assert!((0.0..=1.0).contains(&x), "{r}: {k}");
+        }
+    }
+    // The card between its markers: the count, and one row per variant whose seed count
+    // and numbers are those of the results (to the card's three decimals).
+    let card = std::fs::read_to_string(repo("models/README.md")).unwrap();
+    let table = card
+        .split("<!-- ablations:table -->")
+        .nth(1)
+        .and_then(|t| t.split("<!-- /ablations:table -->").next())
+        .expect("the card's ablation markers");
+    let status = format!(
+        "**Status: {} of {} runs done**",
+        rows.len(),
+        variants.len() * seeds.len()
+    );
+    assert!(table.contains(&status), "{status} not in the card");
+    for (group, name) in &variants {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {group} | {name} | ")))
+            .unwrap_or_else(|| panic!("no card row for {group} / {name}"));
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let mine: Vec<&serde_json::Value> =
+            rows.iter().filter(|r| r["name"] == name.as_str()).collect();
+        assert_eq!(cells[2], mine.len().to_string(), "{line}");
+        if mine.is_empty() {
+            assert_eq!(cells[3], "not run", "{line}");
+            continue;
+        }
+        let keys = ["event_f1", "segment_f1", "tagging_f1", "clip_auc", "psds1"];
+        for (cell, k) in cells[3..8].iter().zip(keys) {
+            let xs: Vec<f64> = mine.iter().map(|r| r[k].as_f64().unwrap()).collect();
+            let (m, sd) = mean_sd(&xs);
+            let nums: Vec<f64> = cell.split('±').map(|x| x.trim().parse().unwrap()).collect();
+            assert!((nums[0] - m).abs() <= 6e-4, "{line}: {k} mean {m}");
+            if xs.len() > 1 {
+                assert!((nums[1] - sd).abs() <= 6e-4, "{line}: {k} spread {sd}");
+            } else {
+                assert_eq!(nums.len(), 1, "{line}");
+            }
+        }
+    }
 }
