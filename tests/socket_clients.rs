@@ -319,8 +319,9 @@ fn load(
     // A client queue of 4,096 lines holds more than a reader's whole share of the
     // 40-loop run (about 1,750 event and status lines), so a reader thread that a
     // busy machine starves for a while is not cut off as slow; every sleeper, asked
-    // for some 10,000 score lines, still is. (With a queue of 64, a CI run cut off a
-    // reader starved for a moment while the unpaced daemon ran far ahead of it.)
+    // for some 10,000 score lines, still is. (With a queue of 64, one CI run ended a
+    // reader's stream early, most likely so: the unpaced daemon ran more than 64
+    // lines ahead of a reader thread the machine did not schedule for a moment.)
     let mut daemon = Daemon::start(
         dir,
         &model,

@@ -121,7 +121,7 @@ pub trait Scorer: Send {
 /// (2 GiB) was not enough for training: a 2APAE step frees several GiB at its end,
 /// the heap was trimmed, and the next step faulted it back in (~2 GB of page faults a
 /// step, a quarter of its time); with trimming off an eighth-width 2APAE step went
-/// from 18.9 s to 14.0 s (batch 16 × 5 s, one thread). The cost is that the resident
+/// from 18.9 s to 14.0 s (batch 16 × 10 s, one thread). The cost is that the resident
 /// size stays at its peak.
 ///
 /// Call once at program start, before other threads allocate. Returns whether every
