@@ -4,14 +4,16 @@
     HARK_DATA=~/.cache/hark-data models/recipe/ablate.py [--only GROUP] [--seeds 1,2] [--table]
 
 Every variant × seed is trained with `hark train` on the first `budget.train_clips`
-training soundscapes for `budget.epochs` epochs, then its best checkpoint is run with
-`hark detect` (the daemon's streaming windows and post-processing) on the validation
-soundscapes and scored with `hark eval`. A run whose result is already in
+training soundscapes for `budget.epochs` epochs; then its last checkpoint is tuned with
+`hark tune`, run with `hark detect` (the daemon's streaming windows and post-processing)
+on the validation soundscapes and scored with `hark eval`. A run whose result is already in
 results/ablations.jsonl is skipped, and an interrupted run resumes from its checkpoint,
 so the script can be stopped and started again at any time. `--table` only prints the
 markdown table of the results (mean ± spread over seeds); `--card` writes it, with the
 count of finished runs, into models/README.md between its `ablations:table` markers
 (first adding, from each run's saved eval.json, metrics that older result rows lack).
+`--rescore` scores, at their last epoch, finished runs that an older version of this
+script scored at their best-by-validation epoch.
 """
 import argparse
 import json
@@ -119,7 +121,9 @@ def done_runs():
 
 
 def metrics(report):
-    """The headline numbers of a `hark eval --json` report."""
+    """The headline numbers of a `hark eval --json` report. An F1 is `None` where the
+    run made no detection at all: sed_eval's (and `hark eval`'s) F1 is then undefined
+    (0/0 precision); the table counts it as 0 and marks it."""
     out = {
         "event_f1": report["event_based"]["macro"]["f_measure"],
         "segment_f1": report["segment_based"]["macro"]["f_measure"],
@@ -144,10 +148,7 @@ def backfill(cache):
     """Adds metrics that a result row lacks (rows written before `metrics` reported
     them) from the run's saved `eval.json` in the cache; rows whose run is not in the
     cache stay as they are. Returns how many rows changed."""
-    if not os.path.exists(RESULTS):
-        return 0
-    with open(RESULTS) as f:
-        rows = [json.loads(l) for l in f if l.strip()]
+    rows = read_rows()
     changed = 0
     for r in rows:
         ev = os.path.join(run_dir(os.path.join(cache, "ablations"), r["group"], r["name"],
@@ -160,10 +161,7 @@ def backfill(cache):
             r.update(new)
             changed += 1
     if changed:
-        tmp = RESULTS + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
-        os.replace(tmp, RESULTS)
+        write_rows(rows)
     return changed
 
 
@@ -174,6 +172,9 @@ def main():
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
     ap.add_argument("--card", action="store_true",
                     help="write the results table into models/README.md and exit")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score finished runs that were scored at their best epoch at their "
+                         "last epoch instead; train nothing")
     ap.add_argument("--check", action="store_true",
                     help="write every run's config and check it with `hark train --check`; train nothing")
     a = ap.parse_args()
@@ -190,6 +191,9 @@ def main():
         write_card(spec)
         return
     hark = os.environ.get("HARK", os.path.join(REPO, "target", "release", "hark"))
+    if a.rescore:
+        rescore(hark, cache, a.only)
+        return
     budget = spec["budget"]
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else budget["seeds"]
     sc = os.path.join(cache, "soundscapes")
@@ -236,34 +240,95 @@ def main():
                       r.stderr.strip())
                 continue
             t0 = time.time()
-            resume = ["--resume"] if os.path.exists(os.path.join(d, "model.last.safetensors")) else []
+            last = sidecar(cfg["output"], "last")
+            resume = ["--resume"] if os.path.exists(last) else []
             run([hark, "train", conf, "--no-progress"] + resume, log)
-            train_s = time.time() - t0
-            model = cfg["output"]
-            run([hark, "tune", model, "--audio", os.path.join(val, "audio"),
-                 "--strong", os.path.join(val, "strong.tsv")], log)
-            scores = os.path.join(d, "scores")
-            shutil.rmtree(scores, ignore_errors=True)
-            wavs = sorted(os.path.join(val, "audio", w) for w in os.listdir(os.path.join(val, "audio"))
-                          if w.endswith(".wav"))
-            det = os.path.join(d, "detections.tsv")
-            run([hark, "detect", "-m", model, "--scores", scores, "-o", det] + wavs, log)
-            merged = os.path.join(root, "validation-merged.tsv")
-            subprocess.run([sys.executable, os.path.join(HERE, "merge_overlaps.py"),
-                            os.path.join(val, "strong.tsv"), merged], check=True)
-            rep = subprocess.run([hark, "eval", "--reference", merged,
-                                  "--estimate", det, "--scores", scores, "--json"],
-                                 capture_output=True, text=True, check=True)
-            report = json.loads(rep.stdout)
-            with open(os.path.join(d, "eval.json"), "w") as f:
-                f.write(rep.stdout)
+            train_s = training_seconds(cfg["output"], time.time() - t0)
+            report = score(hark, d, last, val, root, log)
             row = {"group": v["group"], "name": v["name"], "seed": seed,
-                   "train_s": round(training_seconds(model, train_s), 1), **metrics(report)}
+                   "train_s": round(train_s, 1), "checkpoint": "last", **metrics(report)}
             with open(RESULTS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
     if not a.check:
         print(table(spec))
+
+
+def sidecar(model, what):
+    """`model.safetensors` → `model.<what>.safetensors`, the trainer's naming."""
+    return os.path.splitext(model)[0] + f".{what}.safetensors"
+
+
+def score(hark, d, checkpoint, val, root, log):
+    """Tunes a copy of `checkpoint` on the validation set (`hark tune`), runs it over the
+    validation audio with `hark detect` and scores the detections and frame scores with
+    `hark eval`. Writes `scored.safetensors`, `detections.tsv`, `scores/` and
+    `eval.json` into the run folder `d` and returns the eval report."""
+    scored = os.path.join(d, "scored.safetensors")
+    run([hark, "tune", checkpoint, "-o", scored, "--audio", os.path.join(val, "audio"),
+         "--strong", os.path.join(val, "strong.tsv")], log)
+    scores = os.path.join(d, "scores")
+    shutil.rmtree(scores, ignore_errors=True)
+    wavs = sorted(os.path.join(val, "audio", w) for w in os.listdir(os.path.join(val, "audio"))
+                  if w.endswith(".wav"))
+    det = os.path.join(d, "detections.tsv")
+    run([hark, "detect", "-m", scored, "--scores", scores, "-o", det] + wavs, log)
+    merged = os.path.join(root, "validation-merged.tsv")
+    subprocess.run([sys.executable, os.path.join(HERE, "merge_overlaps.py"),
+                    os.path.join(val, "strong.tsv"), merged], check=True)
+    rep = subprocess.run([hark, "eval", "--reference", merged,
+                          "--estimate", det, "--scores", scores, "--json"],
+                         capture_output=True, text=True, check=True)
+    with open(os.path.join(d, "eval.json"), "w") as f:
+        f.write(rep.stdout)
+    return json.loads(rep.stdout)
+
+
+def read_rows():
+    if not os.path.exists(RESULTS):
+        return []
+    with open(RESULTS) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def write_rows(rows):
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+    os.replace(tmp, RESULTS)
+
+
+def rescore(hark, cache, only):
+    """Scores every finished run whose row was scored at its best-by-validation epoch
+    (rows without `"checkpoint": "last"`, written before the table switched to the
+    last epoch) at its last epoch instead, and replaces its row. Where the best epoch
+    was the last one, the scored weights are the same and only the mark changes."""
+    root = os.path.join(cache, "ablations")
+    val = os.path.join(cache, "soundscapes", "validation")
+    for r in read_rows():
+        if r.get("checkpoint") == "last" or (only and r["group"] != only):
+            continue
+        d = run_dir(root, r["group"], r["name"], r["seed"])
+        model = os.path.join(d, "model.safetensors")
+        last = sidecar(model, "last")
+        if not os.path.exists(last):
+            print(f"ablate.py: {d} has no last checkpoint; row left as it is", file=sys.stderr)
+            continue
+        with open(os.path.splitext(model)[0] + ".train.json") as f:
+            hist = json.load(f)
+        best = max(e["epoch"] for e in hist if e["best"])
+        new = {k: r[k] for k in ("group", "name", "seed", "train_s")}
+        new["checkpoint"] = "last"
+        if best == hist[-1]["epoch"]:
+            with open(os.path.join(d, "eval.json")) as f:
+                new.update(metrics(json.load(f)))
+        else:
+            new.update(metrics(score(hark, d, last, val, root, os.path.join(d, "log.txt"))))
+        # Re-read: another ablate.py may have appended a row meanwhile.
+        rows = read_rows()
+        rows = [new if (x["name"], x["seed"]) == (r["name"], r["seed"]) else x for x in rows]
+        write_rows(rows)
+        print(json.dumps(new), flush=True)
 
 
 def training_seconds(model, wall_s):
@@ -288,12 +353,19 @@ def write_card(spec):
         card = f.read()
     if card.count(BEGIN) != 1 or card.count(END) != 1 or card.index(BEGIN) > card.index(END):
         sys.exit(f"ablate.py: {CARD} needs one {BEGIN} line followed by one {END} line")
-    done = len(done_runs())
+    rows = read_rows()
+    done = sum(r.get("checkpoint") == "last" for r in rows)
+    pending = len(rows) - done
     total = len(spec["variant"]) * len(spec["budget"]["seeds"])
     status = (f"**Status: {done} of {total} runs done** "
               f"({len(spec['variant'])} variants × seeds {spec['budget']['seeds']}). "
-              "The others show \"not run\"; the same command continues them. Train time is "
-              "the mean of the runs' summed epoch times on the shared machine (one thread).")
+              "The others show \"not run\"; the same command continues them. ")
+    if pending:
+        status += (f"{pending} more trained runs were scored at their best epoch and wait "
+                   "for `ablate.py --rescore` to be scored at their last; they are left "
+                   "out. ")
+    status += ("Every run is scored at its last (6th) epoch. Train time is the mean of "
+               "the runs' summed epoch times on the shared machine (one thread).")
     body = textwrap.fill(status, width=86, break_on_hyphens=False) + "\n\n" + table(spec)
     head, rest = card.split(BEGIN)
     _, tail = rest.split(END)
@@ -302,15 +374,21 @@ def write_card(spec):
     print(f"ablate.py: {done} of {total} runs in {CARD}")
 
 
+NO_OUTPUT = ("† a run with no detection at all, whose F1 is undefined (sed_eval's 0/0), "
+             "counted as 0.")
+
+
 def table(spec):
-    if not os.path.exists(RESULTS):
+    """The markdown results table: one line per variant, mean ± sample standard
+    deviation over its seeds, from the rows scored at the last epoch."""
+    rows = [r for r in read_rows() if r.get("checkpoint") == "last"]
+    if not rows:
         return "(no results yet)"
-    with open(RESULTS) as f:
-        rows = [json.loads(l) for l in f if l.strip()]
     keys = ["event_f1", "segment_f1", "tagging_f1", "clip_auc", "psds1"]
     out = ["| group | variant | seeds | event-F1 | segment-F1 | tagging F1 | clip AUC | PSDS1 "
            "| train time |",
            "|---|---|---|---|---|---|---|---|---|"]
+    marked = False
     for v in spec["variant"]:
         rs = [r for r in rows if r["name"] == v["name"]]
         if not rs:
@@ -318,15 +396,20 @@ def table(spec):
             continue
         cells = []
         for k in keys:
-            xs = [r[k] for r in rs if k in r]
+            present = [r for r in rs if k in r]
+            xs = [r[k] if r[k] is not None else 0.0 for r in present]
+            mark = "†" if any(r[k] is None for r in present) else ""
+            marked = marked or bool(mark)
             if not xs:
                 cells.append("–")
             elif len(xs) == 1:
-                cells.append(f"{xs[0]:.3f}")
+                cells.append(f"{xs[0]:.3f}{mark}")
             else:
-                cells.append(f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}")
+                cells.append(f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}{mark}")
         t = statistics.mean(r["train_s"] for r in rs) / 60
         out.append(f"| {v['group']} | {v['name']} | {len(rs)} | " + " | ".join(cells) + f" | {t:.0f} min |")
+    if marked:
+        out += ["", NO_OUTPUT]
     return "\n".join(out)
 
 
