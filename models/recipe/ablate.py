@@ -3,7 +3,7 @@
 
     HARK_DATA=~/.cache/hark-data models/recipe/ablate.py [--only GROUP] [--seeds 1,2] [--table]
 
-Every variant × seed is trained with `hark train` on the first `budget.train_clips`
+Every variant × seed (`budget.seeds`, or the group's `budget.group_seeds`) is trained with `hark train` on the first `budget.train_clips`
 training soundscapes for `budget.epochs` epochs; then its last checkpoint is tuned with
 `hark tune`, run with `hark detect` (the daemon's streaming windows and post-processing)
 on the validation soundscapes and scored with `hark eval`. A run whose result is already in
@@ -168,7 +168,8 @@ def backfill(cache):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="run only this group")
-    ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's, or the "
+                                    "group's budget.group_seeds)")
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
     ap.add_argument("--card", action="store_true",
                     help="write the results table into models/README.md and exit")
@@ -195,7 +196,6 @@ def main():
         rescore(hark, cache, a.only)
         return
     budget = spec["budget"]
-    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else budget["seeds"]
     sc = os.path.join(cache, "soundscapes")
     root = os.path.join(cache, "ablations")
     data = os.path.join(root, "data")
@@ -208,6 +208,7 @@ def main():
             continue
         with open(os.path.join(HERE, "ablations", "base", v["base"] + ".toml"), "rb") as f:
             base = tomllib.load(f)
+        seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else seeds_of(spec, v)
         for seed in seeds:
             if (v["name"], seed) in done and not a.check:
                 continue
@@ -252,6 +253,12 @@ def main():
             print(json.dumps(row), flush=True)
     if not a.check:
         print(table(spec))
+
+
+def seeds_of(spec, v):
+    """The seeds variant `v` runs with: its group's `budget.group_seeds` entry, or else
+    `budget.seeds`."""
+    return spec["budget"].get("group_seeds", {}).get(v["group"], spec["budget"]["seeds"])
 
 
 def sidecar(model, what):
@@ -356,10 +363,15 @@ def write_card(spec):
     rows = read_rows()
     done = sum(r.get("checkpoint") == "last" for r in rows)
     pending = len(rows) - done
-    total = len(spec["variant"]) * len(spec["budget"]["seeds"])
+    total = sum(len(seeds_of(spec, v)) for v in spec["variant"])
+    fewer = [f"{g}'s {sum(v['group'] == g for v in spec['variant'])} with "
+             f"seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))} only"
+             for g, s in spec["budget"].get("group_seeds", {}).items()]
     status = (f"**Status: {done} of {total} runs done** "
-              f"({len(spec['variant'])} variants × seeds {spec['budget']['seeds']}). "
-              "The others show \"not run\"; the same command continues them. ")
+              f"({len(spec['variant'])} variants × seeds {spec['budget']['seeds']}"
+              + "".join(f"; {x}" for x in fewer) + "). ")
+    if done < total:
+        status += "The others show \"not run\"; the same command continues them. "
     if pending:
         status += (f"{pending} more trained runs were scored at their best epoch and wait "
                    "for `ablate.py --rescore` to be scored at their last; they are left "
