@@ -114,17 +114,20 @@ fn the_ablation_table_of_the_card_matches_the_results_file() {
             .collect()
     };
     let budget = &spec["budget"];
-    // Each variant runs with its group's `budget.group_seeds`, or else `budget.seeds`.
+    // Each variant runs with its own `seeds`, else its group's `budget.group_seeds`, else
+    // `budget.seeds`.
     let variants: Vec<(String, String, Vec<i64>)> = spec["variant"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap().to_string();
-            let seeds = budget
-                .get("group_seeds")
-                .and_then(|g| g.get(v["group"].as_str().unwrap()))
-                .unwrap_or(&budget["seeds"]);
+            let seeds = v.get("seeds").unwrap_or_else(|| {
+                budget
+                    .get("group_seeds")
+                    .and_then(|g| g.get(v["group"].as_str().unwrap()))
+                    .unwrap_or(&budget["seeds"])
+            });
             (s("group"), s("name"), ints(seeds))
         })
         .collect();

@@ -3,7 +3,8 @@
 
     HARK_DATA=~/.cache/hark-data models/recipe/ablate.py [--only GROUP] [--seeds 1,2] [--table]
 
-Every variant × seed (`budget.seeds`, or the group's `budget.group_seeds`) is trained with `hark train` on the first `budget.train_clips`
+Every variant × seed (`budget.seeds`, or the group's `budget.group_seeds`, or the
+variant's own `seeds`) is trained with `hark train` on the first `budget.train_clips`
 training soundscapes for `budget.epochs` epochs; then its last checkpoint is tuned with
 `hark tune`, run with `hark detect` (the daemon's streaming windows and post-processing)
 on the validation soundscapes and scored with `hark eval`. A run whose result is already in
@@ -168,8 +169,8 @@ def backfill(cache):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="run only this group")
-    ap.add_argument("--seeds", help="comma-separated seeds (default: the budget's, or the "
-                                    "group's budget.group_seeds)")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: each variant's, see "
+                                    "seeds_of)")
     ap.add_argument("--table", action="store_true", help="print the results table and exit")
     ap.add_argument("--card", action="store_true",
                     help="write the results table into models/README.md and exit")
@@ -256,8 +257,10 @@ def main():
 
 
 def seeds_of(spec, v):
-    """The seeds variant `v` runs with: its group's `budget.group_seeds` entry, or else
-    `budget.seeds`."""
+    """The seeds variant `v` runs with: its own `seeds`, else its group's
+    `budget.group_seeds` entry, else `budget.seeds`."""
+    if "seeds" in v:
+        return v["seeds"]
     return spec["budget"].get("group_seeds", {}).get(v["group"], spec["budget"]["seeds"])
 
 
@@ -364,14 +367,20 @@ def write_card(spec):
     done = sum(r.get("checkpoint") == "last" for r in rows)
     pending = len(rows) - done
     total = sum(len(seeds_of(spec, v)) for v in spec["variant"])
-    fewer = [f"{g}'s {sum(v['group'] == g for v in spec['variant'])} with "
-             f"seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))} only"
-             for g, s in spec["budget"].get("group_seeds", {}).items()]
+    fewer = {}
+    for v in spec["variant"]:
+        s = seeds_of(spec, v)
+        if s != spec["budget"]["seeds"]:
+            key = (v["group"], f"seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}")
+            fewer[key] = fewer.get(key, 0) + 1
+    fewer = [f"{n} of {g}'s {sum(v['group'] == g for v in spec['variant'])} with {s} only"
+             for (g, s), n in fewer.items()]
     status = (f"**Status: {done} of {total} runs done** "
               f"({len(spec['variant'])} variants × seeds {spec['budget']['seeds']}"
               + "".join(f"; {x}" for x in fewer) + "). ")
     if done < total:
-        status += "The others show \"not run\"; the same command continues them. "
+        status += ("Runs not done are missing from their variant's seed count (\"not run\" "
+                   "where it has none); the same command continues them. ")
     if pending:
         status += (f"{pending} more trained runs were scored at their best epoch and wait "
                    "for `ablate.py --rescore` to be scored at their last; they are left "
