@@ -4,9 +4,10 @@
 //!   place, so it is never reachable with looser permissions. It is removed on close.
 //! - A socket file left by a crashed run (nobody accepts on it) is replaced; a live
 //!   one is refused.
-//! - Each client has a bounded queue and its own writer thread. A client whose queue
-//!   is full (it does not read) is disconnected, with a log line; detection and the
-//!   other clients are never delayed.
+//! - Each client has a bounded queue and its own writer thread. A client that does
+//!   not read is disconnected, with a log line, when its queue is full or when a
+//!   write to it has waited `write_timeout` (whichever comes first); detection and
+//!   the other clients are never delayed.
 //! - A client may send `{"subscribe":{"labels":[...],"scores":true}}` lines; bad
 //!   lines get an `{"type":"error"}` reply; a line longer than
 //!   [`MAX_CLIENT_LINE`] or invalid UTF-8 gets the client disconnected.
@@ -16,7 +17,7 @@
 //!   the queue is kept for events and status. (Without this, a 12-hour soak at
 //!   140 × real time lost 3 `start` lines to a queue full of unwanted scores.)
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -85,15 +86,33 @@ struct Client {
     tx: Option<Sender<Arc<Outgoing>>>,
     sub: Arc<Mutex<Subscription>>,
     stream: UnixStream,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<WriterEnd>>,
     reader: Option<JoinHandle<()>>,
+}
+
+/// Why a client's writer thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterEnd {
+    /// Its queue was closed (the daemon disconnected it) and what was queued is out.
+    Drained,
+    /// The client closed its end.
+    Left,
+    /// A write waited `write_timeout` on a full socket: the client is not reading.
+    Stalled,
+}
+
+/// Logs and counts a client cut off for not reading.
+fn slow_client(id: u64, stats: &SocketStats) {
+    stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(client = id, "client is not reading; disconnected");
 }
 
 impl Client {
     /// Closes the connection. With `wait`, the writer first delivers what is queued
-    /// (bounded by the write timeout) and both threads are joined; without, the
-    /// connection is cut at once and the threads end on their own.
-    fn disconnect(mut self, wait: bool) {
+    /// (bounded by the write timeout), both threads are joined and the writer's end
+    /// is returned; without, the connection is cut at once, the threads end on their
+    /// own and `None` is returned.
+    fn disconnect(mut self, wait: bool) -> Option<WriterEnd> {
         // The reader holds a sender (for error replies): stop it first so the
         // writer's queue can end.
         let _ = self.stream.shutdown(std::net::Shutdown::Read);
@@ -106,12 +125,12 @@ impl Client {
         if !wait {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
-        if let Some(w) = self.writer.take() {
-            if wait {
-                let _ = w.join();
-            }
-        }
+        let end = match self.writer.take() {
+            Some(w) if wait => w.join().ok(),
+            _ => None,
+        };
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        end
     }
 }
 
@@ -368,13 +387,20 @@ fn serve(
             .partition(|c| c.writer.as_ref().is_some_and(|w| w.is_finished()));
         clients = alive;
         for c in gone {
-            tracing::debug!(client = c.id, "client left");
-            c.disconnect(true);
+            let id = c.id;
+            if c.disconnect(true) == Some(WriterEnd::Stalled) {
+                slow_client(id, &stats);
+            } else {
+                tracing::debug!(client = id, "client left");
+            }
         }
     }
     // Shutdown: let every writer deliver what it has, then close.
     for c in clients {
-        c.disconnect(true);
+        let id = c.id;
+        if c.disconnect(true) == Some(WriterEnd::Stalled) {
+            slow_client(id, &stats);
+        }
     }
     stats.clients.store(0, Ordering::Relaxed);
     if let Err(e) = std::fs::remove_file(&path) {
@@ -397,8 +423,7 @@ fn deliver(clients: &mut Vec<Client>, out: &Arc<Outgoing>, stats: &SocketStats) 
             );
         if full {
             let c = clients.swap_remove(i);
-            stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = c.id, "client is not reading; disconnected");
+            slow_client(c.id, stats);
             c.disconnect(false);
         } else {
             i += 1;
@@ -443,18 +468,28 @@ fn start_client(
     })
 }
 
-fn write_loop(stream: UnixStream, rx: Receiver<Arc<Outgoing>>) {
+fn write_loop(stream: UnixStream, rx: Receiver<Arc<Outgoing>>) -> WriterEnd {
     let mut w = std::io::BufWriter::new(&stream);
-    while let Ok(out) = rx.recv() {
-        if w.write_all(out.line.as_bytes()).is_err() || w.write_all(b"\n").is_err() {
-            break;
+    let mut sent = || -> std::io::Result<()> {
+        while let Ok(out) = rx.recv() {
+            w.write_all(out.line.as_bytes())?;
+            w.write_all(b"\n")?;
+            if rx.is_empty() {
+                w.flush()?;
+            }
         }
-        if rx.is_empty() && w.flush().is_err() {
-            break;
+        w.flush()
+    };
+    let end = match sent() {
+        Ok(()) => WriterEnd::Drained,
+        // The socket's write timeout: the client's buffer stayed full that long.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            WriterEnd::Stalled
         }
-    }
-    let _ = w.flush();
+        Err(_) => WriterEnd::Left,
+    };
     let _ = stream.shutdown(std::net::Shutdown::Both);
+    end
 }
 
 fn read_loop(
@@ -731,6 +766,40 @@ mod tests {
         h.shutdown();
         hub.join();
         assert_eq!(reader.join().unwrap(), n);
+        assert_eq!(stats.slow_disconnects.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_client_whose_socket_stays_full_is_cut_off_by_the_write_timeout_and_counted() {
+        // A queue far larger than what is sent: only the write timeout can cut the
+        // sleeper. A client that closes its end is not counted as slow.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sock");
+        let opts = SocketOptions {
+            client_queue: 1_000_000,
+            max_clients: 8,
+            write_timeout: Duration::from_millis(200),
+            sink_queue: 4096,
+        };
+        let sink = SocketSink::bind(&path, hello(), vec!["a".into()], opts).unwrap();
+        let stats = sink.stats();
+        let (hub, h) = Hub::start(vec!["a".into()], vec![Box::new(sink)], 4096).unwrap();
+        let _sleeper = UnixStream::connect(&path).unwrap();
+        let leaver = UnixStream::connect(&path).unwrap();
+        wait_clients(&stats, 2);
+        drop(leaver);
+        let t0 = Instant::now();
+        let mut i = 0;
+        while stats.slow_disconnects.load(Ordering::Relaxed) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "never cut off");
+            for _ in 0..100 {
+                h.send(start_event(i, "a"));
+                i += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        h.shutdown();
+        hub.join();
         assert_eq!(stats.slow_disconnects.load(Ordering::Relaxed), 1);
     }
 
