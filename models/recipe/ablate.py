@@ -115,10 +115,7 @@ def run(cmd, log):
 
 
 def done_runs():
-    if not os.path.exists(RESULTS):
-        return set()
-    with open(RESULTS) as f:
-        return {(j["name"], j["seed"]) for j in map(json.loads, f) if j}
+    return {(r["name"], r["seed"]) for r in read_rows()}
 
 
 def metrics(report):

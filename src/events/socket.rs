@@ -722,12 +722,22 @@ mod tests {
         assert!(!path.exists());
     }
 
-    #[test]
-    fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
+    /// A socket sink (200 ms write timeout, the given client queue) behind a hub, with
+    /// two connected clients: the "sleeper" that never reads, and `other`.
+    struct TwoClients {
+        _dir: tempfile::TempDir,
+        stats: Arc<SocketStats>,
+        hub: Hub,
+        h: crate::events::hub::HubHandle,
+        sleeper: UnixStream,
+        other: UnixStream,
+    }
+
+    fn two_clients(client_queue: usize) -> TwoClients {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sock");
         let opts = SocketOptions {
-            client_queue: 1024,
+            client_queue,
             max_clients: 8,
             write_timeout: Duration::from_millis(200),
             sink_queue: 4096,
@@ -735,9 +745,29 @@ mod tests {
         let sink = SocketSink::bind(&path, hello(), vec!["a".into()], opts).unwrap();
         let stats = sink.stats();
         let (hub, h) = Hub::start(vec!["a".into()], vec![Box::new(sink)], 4096).unwrap();
-        let _sleeper = UnixStream::connect(&path).unwrap();
-        let good = UnixStream::connect(&path).unwrap();
+        let sleeper = UnixStream::connect(&path).unwrap();
+        let other = UnixStream::connect(&path).unwrap();
         wait_clients(&stats, 2);
+        TwoClients {
+            _dir: dir,
+            stats,
+            hub,
+            h,
+            sleeper,
+            other,
+        }
+    }
+
+    #[test]
+    fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
+        let TwoClients {
+            _dir,
+            stats,
+            hub,
+            h,
+            sleeper: _sleeper,
+            other: good,
+        } = two_clients(1024);
         let n = 20_000;
         let reader = std::thread::spawn(move || {
             let mut r = BufReader::new(good);
@@ -773,20 +803,14 @@ mod tests {
     fn a_client_whose_socket_stays_full_is_cut_off_by_the_write_timeout_and_counted() {
         // A queue far larger than what is sent: only the write timeout can cut the
         // sleeper. A client that closes its end is not counted as slow.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.sock");
-        let opts = SocketOptions {
-            client_queue: 1_000_000,
-            max_clients: 8,
-            write_timeout: Duration::from_millis(200),
-            sink_queue: 4096,
-        };
-        let sink = SocketSink::bind(&path, hello(), vec!["a".into()], opts).unwrap();
-        let stats = sink.stats();
-        let (hub, h) = Hub::start(vec!["a".into()], vec![Box::new(sink)], 4096).unwrap();
-        let _sleeper = UnixStream::connect(&path).unwrap();
-        let leaver = UnixStream::connect(&path).unwrap();
-        wait_clients(&stats, 2);
+        let TwoClients {
+            _dir,
+            stats,
+            hub,
+            h,
+            sleeper: _sleeper,
+            other: leaver,
+        } = two_clients(1_000_000);
         drop(leaver);
         let t0 = Instant::now();
         let mut i = 0;
